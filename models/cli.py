@@ -1,0 +1,230 @@
+"""`protoscope …` — the command line.
+
+Bad options and bad values exit with code 2 and a one-line message; a run that fails while
+training exits with 1; nothing prints a traceback to the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from models.config import TrainConfig
+
+
+def _fail(parser: argparse.ArgumentParser, message: str) -> None:
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+
+def _validation_message(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "config"
+        parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(parts)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {key}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train SwAV, PCL or the supervised baseline",
+        description="Train a model; the run folder gets config.json, events.jsonl, checkpoints/.",
+    )
+    p.add_argument("--method", choices=["swav", "pcl", "supervised"], default="swav")
+    p.add_argument(
+        "--dataset",
+        default="shapes",
+        help="shapes | digits | cifar10 | stl10 | imagefolder (default: shapes)",
+    )
+    p.add_argument("--data-root", help="folder of cifar10 / stl10 / imagefolder data")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision download cifar10/stl10 into --data-root",
+    )
+    p.add_argument("--image-size", type=int, help="resize images to this side (pixels)")
+    p.add_argument("--num-train", type=int, help="use only this many training images")
+    p.add_argument("--backbone", choices=["small_cnn", "resnet18", "resnet50"])
+    p.add_argument("--width", type=int, help="base width of small_cnn")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", default=None, help="run folder (default: runs/<method>-<dataset>)")
+    p.add_argument("--num-prototypes", type=int, help="SwAV: K")
+    p.add_argument("--epsilon", type=float, help="SwAV: Sinkhorn ε")
+    p.add_argument("--temperature", type=float, help="SwAV τ or PCL τ")
+    p.add_argument("--queue-length", type=int, help="SwAV assignment queue / PCL negatives")
+    p.add_argument(
+        "--freeze-prototypes-iters", type=int, help="SwAV: iterations with frozen prototypes"
+    )
+    p.add_argument(
+        "--no-equipartition",
+        action="store_true",
+        help="SwAV ablation: targets = softmax predictions, no Sinkhorn (collapses)",
+    )
+    p.add_argument("--num-clusters", help="PCL: comma-separated K list, e.g. 40,80,160")
+    p.add_argument("--warmup-epochs", type=int, help="PCL: epochs of InfoNCE only")
+    p.add_argument("--fixed-phi", action="store_true", help="PCL ablation: φ = τ for every cluster")
+    p.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-amp", action="store_true", help="train in float32")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--config", help="JSON file with a full or partial TrainConfig")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set augment.num_small=4",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Merge --config, the named flags and --set overrides into one validated TrainConfig."""
+    tree: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"--config {path}: no such file")
+        try:
+            tree = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config {path}: not valid JSON ({e})") from e
+    flags: dict[str, Any] = {
+        "method": args.method,
+        "backbone": args.backbone,
+        "width": args.width,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "max_minutes": args.max_minutes,
+        "max_steps": args.max_steps,
+        "device": args.device,
+        "num_threads": args.threads,
+        "data.name": args.dataset,
+        "data.root": args.data_root,
+        "data.image_size": args.image_size,
+        "data.num_train": args.num_train,
+        "optim.lr": args.lr,
+    }
+    if args.download:
+        flags["data.download"] = True
+    if args.no_amp:
+        flags["amp"] = False
+    method = args.method
+    if method in ("swav", "pcl") and args.temperature is not None:
+        flags[f"{method}.temperature"] = args.temperature
+    if method in ("swav", "pcl") and args.queue_length is not None:
+        flags[f"{method}.queue_length"] = args.queue_length
+    flags.update(
+        {
+            "swav.num_prototypes": args.num_prototypes,
+            "swav.epsilon": args.epsilon,
+            "swav.freeze_prototypes_iters": args.freeze_prototypes_iters,
+            "pcl.warmup_epochs": args.warmup_epochs,
+        }
+    )
+    if args.no_equipartition:
+        flags["swav.equipartition"] = False
+    if args.fixed_phi:
+        flags["pcl.fixed_phi"] = True
+    if args.num_clusters:
+        try:
+            flags["pcl.num_clusters"] = [int(k) for k in args.num_clusters.split(",")]
+        except ValueError as e:
+            raise ValueError(
+                f"--num-clusters {args.num_clusters!r}: expected e.g. 40,80,160"
+            ) from e
+    for key, value in flags.items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        _set_dotted(tree, key.strip(), _parse_value(value))
+    return TrainConfig.model_validate(tree)
+
+
+def _cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from models.checkpoints import CheckpointError
+    from models.data import DatasetError
+    from models.train import Trainer, TrainingError, set_process_env_defaults
+
+    try:
+        cfg = config_from_args(args)
+    except ValidationError as e:
+        _fail(parser, _validation_message(e))
+    except ValueError as e:
+        _fail(parser, str(e))
+    out = Path(args.out or f"runs/{cfg.method}-{cfg.data.name}")
+    if args.resume:
+        saved = out / "config.json"
+        if not saved.is_file():
+            _fail(parser, f"--resume: {out} holds no run (no config.json)")
+        cfg = TrainConfig.model_validate_json(saved.read_text())
+    elif (out / "checkpoints" / "last.pt").exists():
+        _fail(parser, f"{out} already holds a run; pass --resume to continue it or pick --out")
+    set_process_env_defaults()
+    trainer = Trainer(cfg, out, resume=args.resume, progress=not args.quiet)
+    try:
+        end = trainer.run()
+    except (DatasetError, CheckpointError) as e:
+        _fail(parser, str(e))
+    except TrainingError as e:
+        print(f"protoscope train: failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("protoscope train: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    print(json.dumps({"out": str(out), **{k: end[k] for k in ("status", "step", "epoch")}}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="protoscope", description="A workbench for clustering-based contrastive learning."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub_parser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+    if args.command == "train":
+        return _cmd_train(sub_parser, args)
+    _fail(parser, f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Every knob of a training run, in one typed place.
+
+The bounds are part of the contract: the CLI and (later) the HTTP API validate against these
+models, so an out-of-range value is refused with the field name and the allowed range.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["swav", "pcl", "supervised"]
+BackboneName = Literal["small_cnn", "resnet18", "resnet50"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which images to train on."""
+
+    name: str = Field("shapes", description="shapes | digits | cifar10 | stl10 | imagefolder")
+    root: str | None = Field(None, description="local folder for cifar10, stl10, imagefolder")
+    download: bool = Field(False, description="let torchvision download cifar10/stl10 to root")
+    image_size: int = Field(
+        32, ge=8, le=256, description="side in pixels (digits/imagefolder are resized to it)"
+    )
+    num_train: int | None = Field(None, ge=16, description="cap on training images (None: all)")
+    seed: int = Field(0, ge=0, description="seed of the procedural data set")
+
+
+class AugmentConfig(_Strict):
+    """Multi-crop as in SwAV, sizes given relative to the data set's resolution."""
+
+    num_large: int = Field(2, ge=1, le=4)
+    num_small: int = Field(0, ge=0, le=8)
+    large_frac: float = Field(1.0, gt=0.1, le=1.0, description="large crop side / image side")
+    small_frac: float = Field(0.5, gt=0.1, le=1.0, description="small crop side / image side")
+    large_scale: tuple[float, float] = (0.35, 1.0)
+    small_scale: tuple[float, float] = (0.1, 0.35)
+    jitter_strength: float = Field(0.5, ge=0.0, le=1.5)
+    jitter_p: float = Field(0.8, ge=0.0, le=1.0)
+    grayscale_p: float = Field(0.2, ge=0.0, le=1.0)
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)
+    rotate_deg: float = Field(0.0, ge=0.0, le=180.0)
+    blur_p: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _scales(self) -> AugmentConfig:
+        for name in ("large_scale", "small_scale"):
+            lo, hi = getattr(self, name)
+            if not 0.0 < lo <= hi <= 1.0:
+                raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got ({lo}, {hi})")
+        return self
+
+
+class SwAVConfig(_Strict):
+    """SwAV: projection head, prototypes, Sinkhorn, queue (Caron et al. 2020)."""
+
+    num_prototypes: int = Field(64, ge=2, le=100_000)
+    hidden_dim: int = Field(512, ge=8, le=8192)
+    feat_dim: int = Field(64, ge=2, le=2048)
+    temperature: float = Field(0.1, gt=0.0, le=10.0)
+    epsilon: float = Field(0.05, ge=0.005, le=10.0)
+    sinkhorn_iterations: int = Field(3, ge=1, le=100)
+    crops_for_assign: tuple[int, ...] = (0, 1)
+    freeze_prototypes_iters: int = Field(100, ge=0)
+    queue_length: int = Field(0, ge=0, le=1_000_000)
+    epoch_queue_starts: int = Field(1, ge=0)
+    equipartition: bool = Field(
+        True, description="False: targets are softmax predictions, not Sinkhorn codes (collapses)"
+    )
+
+
+class PCLConfig(_Strict):
+    """PCL: MoCo pair, negatives queue, E-step k-means, ProtoNCE (Li et al. 2021)."""
+
+    feat_dim: int = Field(64, ge=2, le=2048)
+    hidden_dim: int = Field(512, ge=8, le=8192)
+    mlp: bool = True
+    queue_length: int = Field(1024, ge=2, le=1_000_000)
+    momentum: float = Field(0.999, ge=0.0, lt=1.0)
+    temperature: float = Field(0.2, gt=0.0, le=10.0)
+    num_clusters: tuple[int, ...] = (40, 80, 160)
+    warmup_epochs: int = Field(1, ge=0)
+    num_negative_prototypes: int | None = Field(
+        None, ge=1, description="negatives per clustering (None: queue_length, as upstream)"
+    )
+    alpha: float = Field(10.0, gt=0.0)
+    fixed_phi: bool = Field(False, description="ablation: every cluster's φ = temperature")
+    kmeans_iters: int = Field(20, ge=1, le=300)
+    kmeans_redo: int = Field(1, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _clusters(self) -> PCLConfig:
+        if not self.num_clusters or any(k < 2 for k in self.num_clusters):
+            raise ValueError("num_clusters must list at least one K >= 2")
+        return self
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "lars", "adamw"] = "sgd"
+    lr: float = Field(0.3, gt=0.0, le=100.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-5, ge=0.0, le=1.0)
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    final_lr_frac: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TrainConfig(_Strict):
+    """A whole run: method, data, model, schedule."""
+
+    method: Method = "swav"
+    backbone: BackboneName = "small_cnn"
+    width: int = Field(32, ge=4, le=512, description="base channel width of small_cnn")
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    swav: SwAVConfig = Field(default_factory=SwAVConfig)
+    pcl: PCLConfig = Field(default_factory=PCLConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(256, ge=2, le=65_536)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    max_minutes: float | None = Field(None, gt=0.0, description="stop after this wall time")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast on CPU, fp16/bf16 on CUDA")
+    num_threads: int | None = Field(None, ge=1, le=512)
+    eval_every_epochs: int = Field(1, ge=1)
+    knn_k: int = Field(20, ge=1, le=1000)
+    knn_t: float = Field(0.07, gt=0.0, le=10.0)
+    log_every_steps: int = Field(1, ge=1)
+    eval_max_images: int | None = Field(2000, ge=16)

@@ -1,0 +1,488 @@
+"""One training loop for SwAV, PCL and the supervised baseline.
+
+The loop emits plain event dicts (written to `events.jsonl` in the run folder and handed to an
+optional callback), checkpoints atomically every epoch, and resumes exactly: each epoch's
+sampling and augmentation draw from generators seeded by (seed, epoch, rank), and a checkpoint
+written mid-epoch also records the global RNG state and how many batches were done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from models.augment import MultiCrop, Normalize
+from models.build import build_model
+from models.checkpoints import (
+    capture_rng_state,
+    load_checkpoint,
+    make_payload,
+    restore_rng_state,
+    save_checkpoint,
+)
+from models.config import TrainConfig
+from models.data import ImageSet, dataset_mean_std, load_dataset
+from models.distributed import DistInfo, all_gather_cat, barrier, init_distributed
+from models.evaluate import weighted_knn_top1
+from models.method import MethodModule
+from models.prototype_usage import usage_summary
+
+Event = dict[str, Any]
+EmitFn = Callable[[Event], None]
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (a NaN loss, say); the message says why."""
+
+
+def _method_temperature(cfg: TrainConfig) -> float:
+    if cfg.method == "swav":
+        return cfg.swav.temperature
+    if cfg.method == "pcl":
+        return cfg.pcl.temperature
+    return 1.0
+
+
+def _pick_device(cfg: TrainConfig, dist_info: DistInfo) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise TrainingError("device 'cuda' was asked for, but CUDA is not available here")
+        return torch.device("cuda", dist_info.local_rank)
+    return torch.device("cpu")
+
+
+def _lr_at(cfg: TrainConfig, progress: float) -> float:
+    """Linear warm-up, then cosine decay to final_lr_frac · lr, over progress ∈ [0, 1]."""
+    o = cfg.optim
+    warm = min(o.warmup_epochs / cfg.epochs, 0.5)
+    if progress < warm:
+        return o.lr * progress / warm
+    t = (progress - warm) / max(1e-8, 1 - warm)
+    final = o.lr * o.final_lr_frac
+    return final + 0.5 * (o.lr - final) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm parameters, as is usual for these recipes.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optim.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+    return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+
+
+class Trainer:
+    """Trains one run into `out_dir` (config.json, events.jsonl, checkpoints/)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        *,
+        resume: bool = False,
+        emit: EmitFn | None = None,
+        progress: bool = True,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.resume = resume
+        self.emit_cb = emit
+        self.progress = progress
+        self.should_stop = should_stop or (lambda: False)
+        self.dist = DistInfo()
+        self._events_file: Any = None
+
+    # --- events -------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        if not self.dist.is_main:
+            return
+        event.setdefault("time", time.time())
+        if self._events_file is not None:
+            self._events_file.write(json.dumps(event) + "\n")
+            self._events_file.flush()
+        if self.emit_cb is not None:
+            self.emit_cb(event)
+
+    # --- set-up ---------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.cfg
+        want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        self.dist = init_distributed(want_cuda)
+        self.device = _pick_device(cfg, self.dist)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+
+        self.train_set: ImageSet = load_dataset(cfg.data, "train")
+        self.test_set: ImageSet = load_dataset(cfg.data, "test")
+        mean, std = dataset_mean_std(cfg.data.name)
+        self.normalize = Normalize(mean, std)
+        self.multicrop = MultiCrop(cfg.augment, self.train_set.image_size, self.normalize)
+        self.train_images = self.train_set.images.to(self.device)
+        self.train_labels = (
+            self.train_set.labels.to(self.device) if self.train_set.labels is not None else None
+        )
+        num_classes = len(self.train_set.classes) if self.train_set.classes else None
+        if cfg.method == "supervised" and self.train_labels is None:
+            raise TrainingError(f"data set {cfg.data.name!r} has no labels to supervise with")
+
+        self.model: MethodModule = build_model(cfg, len(self.train_set), num_classes)
+        self.model.to(self.device).to(memory_format=torch.channels_last)
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.optimizer = _build_optimizer(cfg, self.model)
+        self.num_classes = num_classes
+
+        world = self.dist.world_size
+        self.steps_per_epoch = max(1, len(self.train_set) // (cfg.batch_size * world))
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.step = 0
+        self.start_epoch = 0
+        self.skip_batches = 0
+        self.train_seconds = 0.0
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if not self.cfg.amp:
+            return nullcontext()
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    # --- checkpoints --------------------------------------------------------------------
+    def _save(self, epoch: int, batch_in_epoch: int, complete: bool) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        payload = make_payload(
+            config=self.cfg,
+            model_state=self.model.state_dict(),
+            optimizer_state=self.optimizer.state_dict(),
+            epoch=epoch,
+            step=self.step,
+            rng_state=capture_rng_state(),
+            extra={
+                "num_train": len(self.train_set),
+                "num_classes": self.num_classes,
+                "epoch_complete": complete,
+                "batch_in_epoch": batch_in_epoch,
+                "train_seconds": self.train_seconds,
+            },
+        )
+        name = f"epoch_{epoch + 1:04d}.pt" if complete else f"partial_{self.step:07d}.pt"
+        path = self.ckpt_dir / name
+        save_checkpoint(path, payload)
+        save_checkpoint(self.ckpt_dir / "last.pt", payload)
+        self.emit(
+            {
+                "type": "checkpoint",
+                "path": str(path),
+                "epoch": epoch,
+                "step": self.step,
+                "epoch_complete": complete,
+            }
+        )
+        return path
+
+    def _restore(self) -> None:
+        path = self.ckpt_dir / "last.pt"
+        if not path.exists():
+            raise TrainingError(f"--resume: no checkpoint at {path}")
+        payload = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(payload["model"])
+        if payload.get("optimizer"):
+            self.optimizer.load_state_dict(payload["optimizer"])
+        extra = payload.get("extra") or {}
+        self.step = int(payload["step"])
+        self.train_seconds = float(extra.get("train_seconds", 0.0))
+        if extra.get("epoch_complete", True):
+            self.start_epoch = int(payload["epoch"]) + 1
+            self.skip_batches = 0
+        else:
+            self.start_epoch = int(payload["epoch"])
+            self.skip_batches = int(extra.get("batch_in_epoch", 0))
+            restore_rng_state(payload["rng"])
+        self._resumed_rng = not extra.get("epoch_complete", True)
+
+    # --- features for PCL's E-step and for evaluation -----------------------------------
+    @torch.no_grad()
+    def _features(
+        self, fn: Callable[[Tensor], Tensor], images: Tensor, shard: bool = True
+    ) -> Tensor:
+        """fn over every image (un-augmented, standardised), in index order, in batches.
+
+        Under DDP each rank does an equal shard and the shards are gathered, so every rank ends
+        with all N features.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        n = images.shape[0]
+        world, rank = (self.dist.world_size, self.dist.rank) if shard else (1, 0)
+        per_rank = math.ceil(n / world)
+        idx = torch.arange(rank * per_rank, (rank + 1) * per_rank, device=images.device)
+        idx = idx.clamp(max=n - 1)  # pad the last shard by repeating the last image
+        outs = []
+        bs = 512
+        with self._autocast():
+            for s in range(0, idx.numel(), bs):
+                x = self.normalize(images[idx[s : s + bs]].to(self.device))
+                outs.append(fn(x.contiguous(memory_format=torch.channels_last)).float())
+        feats = torch.cat(outs)
+        if world > 1:
+            feats = all_gather_cat(feats)[:n]
+        self.model.train(was_training)
+        return feats
+
+    @torch.no_grad()
+    def _evaluate(self, epoch: int) -> Event:
+        cfg = self.cfg
+        event: Event = {"type": "epoch_eval", "epoch": epoch, "step": self.step}
+        test = self.test_set
+        n_eval = len(test) if cfg.eval_max_images is None else min(len(test), cfg.eval_max_images)
+        test_images = test.images[:n_eval].to(self.device)
+        if test.labels is not None and self.train_labels is not None:
+            bank = self._features(self.model.embed, self.train_images, shard=False)
+            query = self._features(self.model.embed, test_images, shard=False)
+            event["knn_top1"] = weighted_knn_top1(
+                bank,
+                self.train_labels,
+                query,
+                test.labels[:n_eval].to(self.device),
+                k=cfg.knn_k,
+                temperature=cfg.knn_t,
+            )
+        logits = self._features(self.model.prototype_logits_or_empty, test_images, shard=False)
+        if logits.shape[1] > 0:
+            summary = usage_summary(logits, _method_temperature(cfg))
+            event["assignments"] = logits.argmax(dim=1).tolist()
+            event["eval_usage"] = summary["usage"]
+            event["eval_active_prototypes"] = summary["active_prototypes"]
+            event["eval_usage_entropy"] = summary["usage_entropy"]
+            event["eval_assignment_entropy"] = summary["assignment_entropy"]
+        return event
+
+    # --- the loop -------------------------------------------------------------------------
+    def _check_finite(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at step {self.step}; try a lower learning rate "
+                f"(now {self.cfg.optim.lr}) or a larger epsilon"
+            )
+
+    def _progress_fraction(self) -> float:
+        p = self.step / max(1, self.total_steps)
+        if self.cfg.max_minutes:
+            p = max(p, self.train_seconds / (60 * self.cfg.max_minutes))
+        return min(1.0, p)
+
+    def _budget_spent(self) -> bool:
+        cfg = self.cfg
+        if cfg.max_steps and self.step >= cfg.max_steps:
+            return True
+        return bool(cfg.max_minutes and self.train_seconds >= 60 * cfg.max_minutes)
+
+    def run(self) -> Event:
+        """Train to the end (or budget, or stop request); returns the final `end` event."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._setup()
+        if self.dist.is_main:
+            (self.out_dir / "config.json").write_text(self.cfg.model_dump_json(indent=2))
+            self._events_file = open(self.out_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._resumed_rng = False
+        if self.resume:
+            self._restore()
+        try:
+            end = self._loop()
+        except Exception as exc:  # report, then let the caller see the error too
+            self.emit({"type": "end", "status": "failed", "reason": str(exc), "step": self.step})
+            raise
+        finally:
+            if self._events_file is not None:
+                self._events_file.close()
+                self._events_file = None
+        return end
+
+    def _loop(self) -> Event:
+        cfg = self.cfg
+        self.emit(
+            {
+                "type": "start",
+                "config": cfg.model_dump(mode="json"),
+                "device": str(self.device),
+                "world_size": self.dist.world_size,
+                "num_train": len(self.train_set),
+                "num_test": len(self.test_set),
+                "steps_per_epoch": self.steps_per_epoch,
+                "total_steps": self.total_steps,
+                "resumed_at_step": self.step if self.resume else None,
+                "classes": self.train_set.classes,
+                "crop_sizes": self.multicrop.sizes,
+            }
+        )
+        bar = None
+        if self.progress and self.dist.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=self.total_steps,
+                initial=self.step,
+                unit="step",
+                desc=f"{cfg.method} {cfg.data.name}",
+                dynamic_ncols=True,
+            )
+        status, reason = "completed", ""
+        epoch = self.start_epoch
+        temperature = _method_temperature(cfg)
+        crops_per_step = len(self.multicrop.sizes) * cfg.batch_size * self.dist.world_size
+        try:
+            while epoch < cfg.epochs:
+                # Fresh, seeded randomness per epoch and rank makes resume exact.
+                seed = cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank
+                if not self._resumed_rng:
+                    torch.manual_seed(seed)
+                self._resumed_rng = False
+                t0 = time.perf_counter()
+                info = self.model.on_epoch_start(
+                    epoch, lambda fn: self._features(fn, self.train_images)
+                )
+                self.train_seconds += time.perf_counter() - t0
+                perm_gen = torch.Generator().manual_seed(seed)
+                if self.dist.enabled:  # every rank draws the same permutation, takes its slice
+                    perm_gen.manual_seed(cfg.seed * 1_000_003 + epoch * 7919)
+                perm = torch.randperm(len(self.train_set), generator=perm_gen)
+                per_rank = cfg.batch_size * self.steps_per_epoch
+                start = self.dist.rank * per_rank
+                perm = perm[start : start + per_rank].to(self.device)
+                epoch_losses: list[float] = []
+                self.model.train()
+                for b in range(self.skip_batches, self.steps_per_epoch):
+                    if self._budget_spent() or self.should_stop():
+                        status = "stopped" if self.should_stop() else "completed"
+                        reason = "stop requested" if self.should_stop() else "budget reached"
+                        self._save(epoch, b, complete=False)
+                        raise StopIteration
+                    t0 = time.perf_counter()
+                    idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                    event = self._train_step(idx, epoch, temperature)
+                    dt = time.perf_counter() - t0
+                    self.train_seconds += dt
+                    event["crops_per_s"] = crops_per_step / max(dt, 1e-9)
+                    event["train_seconds"] = self.train_seconds
+                    epoch_losses.append(event["loss"])
+                    if self.step % cfg.log_every_steps == 0 or b == self.steps_per_epoch - 1:
+                        self.emit(event)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(
+                            loss=f"{event['loss']:.3f}",
+                            epoch=epoch + 1,
+                            active=event.get("active_prototypes", "-"),
+                        )
+                self.skip_batches = 0
+                ev: Event = {
+                    "type": "epoch",
+                    "epoch": epoch,
+                    "step": self.step,
+                    "train_loss": float(np.mean(epoch_losses)) if epoch_losses else None,
+                    "train_seconds": self.train_seconds,
+                }
+                ev.update(info)
+                if (epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs:
+                    ev.update({k: v for k, v in self._evaluate(epoch).items() if k != "type"})
+                self.emit(ev)
+                self._save(epoch, self.steps_per_epoch, complete=True)
+                barrier()
+                epoch += 1
+                if bar is not None and "knn_top1" in ev:
+                    bar.write(
+                        f"epoch {epoch}: loss {ev['train_loss']:.4f} "
+                        f"kNN top-1 {100 * ev['knn_top1']:.1f}%"
+                    )
+        except StopIteration:
+            ev = {
+                "type": "epoch",
+                "epoch": epoch,
+                "step": self.step,
+                "partial": True,
+                "train_seconds": self.train_seconds,
+            }
+            ev.update({k: v for k, v in self._evaluate(epoch).items() if k != "type"})
+            self.emit(ev)
+        finally:
+            if bar is not None:
+                bar.close()
+        end = {
+            "type": "end",
+            "status": status,
+            "reason": reason,
+            "step": self.step,
+            "epoch": epoch,
+            "train_seconds": self.train_seconds,
+        }
+        self.emit(end)
+        return end
+
+    def _train_step(self, idx: Tensor, epoch: int, temperature: float) -> Event:
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = _lr_at(cfg, self._progress_fraction())
+        lr = self.optimizer.param_groups[0]["lr"]
+        images = self.train_images[idx]
+        labels = self.train_labels[idx] if self.train_labels is not None else None
+        views = [v.contiguous(memory_format=torch.channels_last) for v in self.multicrop(images)]
+        self.model.set_batch_index(idx)
+        self.model.before_step(self.step, epoch)
+        with self._autocast():
+            out = self.net(views, labels, self.step, epoch)
+        self._check_finite(out.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.model.after_backward(self.step, epoch)
+        self.optimizer.step()
+        self.model.after_step(self.step, epoch)
+        self.step += 1
+        event: Event = {
+            "type": "step",
+            "step": self.step,
+            "epoch": epoch,
+            "loss": float(out.loss.detach()),
+            "lr": lr,
+        }
+        event.update(out.scalars)
+        if out.logits is not None:
+            event.update(usage_summary(out.logits, temperature))
+            event["num_prototypes"] = int(out.logits.shape[1])
+        return event
+
+
+def set_process_env_defaults() -> None:
+    """Keep OpenMP from oversubscribing when several ranks share one CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ["WORLD_SIZE"])))

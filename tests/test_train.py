@@ -1,0 +1,197 @@
+"""Real (tiny) training runs: loss goes down, events are written, resume is exact, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.checkpoints import load_checkpoint
+from models.cli import main as cli_main
+from models.config import TrainConfig
+from models.train import Trainer, TrainingError
+
+
+def tiny_config(method: str = "swav", **over: object) -> TrainConfig:
+    base: dict[str, object] = {
+        "method": method,
+        "width": 8,
+        "epochs": 2,
+        "batch_size": 32,
+        "seed": 3,
+        "data": {"name": "shapes", "num_train": 256, "image_size": 16},
+        "swav": {
+            "num_prototypes": 10,
+            "hidden_dim": 32,
+            "feat_dim": 16,
+            "freeze_prototypes_iters": 2,
+        },
+        "pcl": {
+            "num_clusters": [8, 12],
+            "queue_length": 64,
+            "warmup_epochs": 1,
+            "hidden_dim": 32,
+            "feat_dim": 16,
+        },
+        "optim": {"lr": 0.1},
+        "eval_max_images": 200,
+        "amp": False,
+    }
+    base.update(over)
+    return TrainConfig.model_validate(base)
+
+
+def read_events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+
+
+def test_swav_loss_goes_down_and_events_are_complete(tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=4, augment={"num_large": 2, "num_small": 2, "small_frac": 0.5})
+    end = Trainer(cfg, tmp_path, progress=False).run()
+    assert end["status"] == "completed"
+    events = read_events(tmp_path)
+    steps = [e for e in events if e["type"] == "step"]
+    assert len(steps) == 4 * (256 // 32)
+    first = sum(e["loss"] for e in steps[:4]) / 4
+    last = sum(e["loss"] for e in steps[-4:]) / 4
+    assert last < first, (first, last)
+    for key in ("loss", "lr", "usage", "usage_entropy", "active_prototypes", "assignment_entropy"):
+        assert key in steps[-1]
+    assert len(steps[-1]["usage"]) == 10 and sum(steps[-1]["usage"]) == 32
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert len(epochs) == 4
+    assert 0.0 <= epochs[-1]["knn_top1"] <= 1.0
+    assert len(epochs[-1]["assignments"]) == 200
+    assert events[-1]["type"] == "end"
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 3 and ckpt["step"] == len(steps)
+
+
+def test_pcl_runs_warmup_then_estep_with_phi(tmp_path: Path) -> None:
+    cfg = tiny_config("pcl", epochs=2)
+    Trainer(cfg, tmp_path, progress=False).run()
+    events = read_events(tmp_path)
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert "phi" not in epochs[0]  # warm-up: InfoNCE only
+    phi = epochs[1]["phi"]
+    assert [len(p) for p in phi] == [8, 12]
+    assert all(math.isclose(sum(p) / len(p), 0.2, rel_tol=1e-4) for p in phi)
+    steps = [e for e in events if e["type"] == "step"]
+    assert "loss_protonce" in steps[-1] and steps[-1]["active_prototypes"] >= 1
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=2)
+    straight = tmp_path / "straight"
+    Trainer(cfg, straight, progress=False).run()
+    # Same run, stopped mid-epoch after 3 steps, resumed and stopped again in epoch 2 (step 11),
+    # then resumed to the end: the stop request leaves a partial checkpoint each time.
+    split = tmp_path / "split"
+    for stop_at, resume in ((3, False), (11, True), (None, True)):
+        trainer = Trainer(cfg, split, resume=resume, progress=False)
+        if stop_at is not None:
+            trainer.should_stop = lambda t=trainer, s=stop_at: t.step >= s
+        end = trainer.run()
+        assert end["status"] == ("stopped" if stop_at else "completed")
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(split / "checkpoints" / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps_a = [e["loss"] for e in read_events(straight) if e["type"] == "step"]
+    steps_b = [e["loss"] for e in read_events(split) if e["type"] == "step"]
+    assert steps_a == steps_b
+
+
+def test_nan_loss_fails_the_run_with_a_reason(tmp_path: Path, monkeypatch) -> None:
+    import models.swav as swav
+
+    real = swav.swapped_prediction_loss
+    calls = {"n": 0}
+
+    def poisoned(*args: object, **kw: object) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real(*args, **kw)
+        return loss * float("nan") if calls["n"] > 10 else loss  # diverges in epoch 2
+
+    monkeypatch.setattr(swav, "swapped_prediction_loss", poisoned)
+    cfg = tiny_config(epochs=2)
+    with pytest.raises(TrainingError, match="loss became nan"):
+        Trainer(cfg, tmp_path, progress=False).run()
+    end = read_events(tmp_path)[-1]
+    assert end["type"] == "end" and end["status"] == "failed" and "nan" in end["reason"]
+    # The epoch-1 checkpoint written before the failure is intact and loadable.
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 0 and ckpt["step"] == 8
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_supervised_baseline_learns(tmp_path: Path) -> None:
+    cfg = tiny_config("supervised", epochs=3)
+    Trainer(cfg, tmp_path, progress=False).run()
+    steps = [e for e in read_events(tmp_path) if e["type"] == "step"]
+    assert steps[-1]["loss"] < steps[0]["loss"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "models.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--method", "byol"], "invalid choice"),
+        (["train", "--epochs", "0"], "epochs"),
+        (["train", "--epsilon", "-1"], "swav.epsilon"),
+        (["train", "--set", "swav.bogus=3"], "bogus"),
+        (
+            ["train", "--dataset", "cifar10", "--data-root", "/nonexistent/cifar"],
+            "/nonexistent/cifar",
+        ),
+        (["train", "--num-clusters", "a,b"], "--num-clusters"),
+    ],
+)
+def test_cli_bad_options_exit_2_with_message(args: list[str], needle: str, tmp_path: Path) -> None:
+    proc = run_cli(*args, "--out", str(tmp_path / "run"), "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_train_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = cli_main(
+        [
+            "train",
+            "--method",
+            "swav",
+            "--num-train",
+            "128",
+            "--image-size",
+            "16",
+            "--width",
+            "4",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "1",
+            "--num-prototypes",
+            "8",
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-amp",
+        ]
+    )
+    assert code == 0
+    assert (out / "checkpoints" / "epoch_0001.pt").exists()
+    assert (out / "config.json").exists()
+    proc = run_cli("train", "--out", str(out), "--quiet")
+    assert proc.returncode == 2 and "--resume" in proc.stderr
