@@ -97,8 +97,10 @@ def main() -> None:
         "minutes": args.minutes,
     }
     if "random" in which:
-        ev = run("random", default_config("swav", 0.001, max_steps=1))
-        results["random_init"] = {"knn_top1": curve(ev, [])["final"]}
+        # The randomly initialised backbone, evaluated exactly as the trained ones are.
+        trainer = Trainer(default_config("swav", args.minutes), OUT / "runs" / "random")
+        trainer._setup()
+        results["random_init"] = {"knn_top1": trainer._evaluate(0).get("knn_top1")}
     for method in ("swav", "pcl", "supervised"):
         if method in which:
             ev = run(method, default_config(method, args.minutes))

@@ -89,7 +89,9 @@ def _rotate_hue(x: Tensor, turns: Tensor) -> Tensor:
     return torch.einsum("bij,bjhw->bihw", m, x)
 
 
-def color_distortion(x: Tensor, strength: float, p: float, grayscale_p: float) -> Tensor:
+def color_distortion(
+    x: Tensor, strength: float, p: float, grayscale_p: float, hue: float | None = None
+) -> Tensor:
     """SimCLR/SwAV colour distortion with per-sample factors, on a batch in [0, 1].
 
     brightness, contrast, saturation ∈ [1 − 0.8s, 1 + 0.8s], hue ∈ [−0.2s, 0.2s] turns (capped
@@ -102,14 +104,14 @@ def color_distortion(x: Tensor, strength: float, p: float, grayscale_p: float) -
         bright = _uniform(b, max(0.0, 1 - s), 1 + s, device).view(b, 1, 1, 1)
         contrast = _uniform(b, max(0.0, 1 - s), 1 + s, device).view(b, 1, 1, 1)
         sat = _uniform(b, max(0.0, 1 - s), 1 + s, device).view(b, 1, 1, 1)
-        hue_max = min(0.5, 0.2 * strength)
-        hue = _uniform(b, -hue_max, hue_max, device)
+        hue_max = min(0.5, 0.2 * strength) if hue is None else hue
+        shift = _uniform(b, -hue_max, hue_max, device)
         y = x * bright
         mean = _gray(y).mean(dim=(2, 3), keepdim=True)
         y = (y - mean) * contrast + mean
         g = _gray(y)
         y = (y - g) * sat + g
-        y = _rotate_hue(y, hue)
+        y = _rotate_hue(y, shift)
         x = apply * y.clamp(0, 1) + (1 - apply) * x
     if grayscale_p > 0:
         gray = (torch.rand(b, device=device) < grayscale_p).float().view(b, 1, 1, 1)
@@ -171,7 +173,7 @@ class MultiCrop:
     def _one(self, x: Tensor, size: int, scale: tuple[float, float]) -> Tensor:
         cfg = self.cfg
         crop = random_resized_crop(x, size, scale, cfg.flip_p, cfg.rotate_deg)
-        crop = color_distortion(crop, cfg.jitter_strength, cfg.jitter_p, cfg.grayscale_p)
+        crop = color_distortion(crop, cfg.jitter_strength, cfg.jitter_p, cfg.grayscale_p, cfg.hue)
         if cfg.blur_p > 0:
             crop = gaussian_blur(crop, cfg.blur_p, (0.1, 0.1 * size))
         return self.normalize.standardise(crop)
