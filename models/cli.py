@@ -203,7 +203,8 @@ def _cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     except KeyboardInterrupt:
         print("protoscope train: interrupted; resume with --resume", file=sys.stderr)
         return 130
-    print(json.dumps({"out": str(out), **{k: end[k] for k in ("status", "step", "epoch")}}))
+    if trainer.dist.is_main:  # one summary line, not one per torchrun rank
+        print(json.dumps({"out": str(out), **{k: end[k] for k in ("status", "step", "epoch")}}))
     return 0
 
 
