@@ -112,6 +112,7 @@ def test_hostile_or_broken_files_are_refused(tmp_path: Path, kind: str) -> None:
     assert not marker.exists(), "loading must never run code from the file"
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_plain_pickle_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "p.pt"
     path.write_bytes(pickle.dumps({"x": 1}))
