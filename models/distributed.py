@@ -39,9 +39,15 @@ def init_distributed(use_cuda: bool) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
+def is_distributed() -> bool:
+    """True inside an initialised torch.distributed process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+@torch.no_grad()
 def all_gather_cat(x: Tensor) -> Tensor:
     """Concatenate equally shaped tensors from all ranks along dim 0 (identity when single)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return x
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
@@ -49,5 +55,5 @@ def all_gather_cat(x: Tensor) -> Tensor:
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.barrier()

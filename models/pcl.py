@@ -40,24 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import PCLConfig
+from models.distributed import all_gather_cat, is_distributed
 from models.method import FeatureFn, MethodModule, StepOutput
 
 # The official settings (faiss's default is 256): at most this many points per centroid train
 # k-means, a random subsample beyond, which bounds the E-step's cost on large data sets.
 MAX_POINTS_PER_CENTROID = 1000
 MIN_POINTS_PER_CENTROID = 10  # official value; lowered for small data sets, see run_kmeans
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-@torch.no_grad()
-def _all_gather(x: Tensor) -> Tensor:
-    """Concatenate equally shaped tensors from every rank along dim 0 (no gradient)."""
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 # --- E-step ----------------------------------------------------------------------------------
@@ -384,14 +373,14 @@ class PCL(MethodModule):
         Shuffling which rank encodes which image keeps BatchNorm statistics from leaking the
         positive pair (MoCo §3.3); every rank needs the same local batch size.
         """
-        if not _distributed():
+        if not is_distributed():
             return self.encoder_k(x)
         world, rank = dist.get_world_size(), dist.get_rank()
-        x_all = _all_gather(x)
+        x_all = all_gather_cat(x)
         perm = torch.randperm(x_all.shape[0], device=x_all.device)
         dist.broadcast(perm, src=0)  # one permutation for everyone
         k_mine = self.encoder_k(x_all[perm.view(world, -1)[rank]])
-        k_all = _all_gather(k_mine)  # k_all[j] is the key of image perm[j]
+        k_all = all_gather_cat(k_mine)  # k_all[j] is the key of image perm[j]
         unshuffle = torch.argsort(perm)
         return k_all[unshuffle.view(world, -1)[rank]]
 
@@ -402,8 +391,8 @@ class PCL(MethodModule):
         A queue length that is not a multiple of the batch simply wraps; when n exceeds the
         queue, only the last `queue_length` keys survive, as sequential writes would leave.
         """
-        if _distributed():
-            keys = _all_gather(keys)
+        if is_distributed():
+            keys = all_gather_cat(keys)
         n, length = keys.shape[0], self.queue.shape[1]
         ptr = int(self.queue_ptr)
         start = max(0, n - length)
@@ -515,7 +504,7 @@ class PCL(MethodModule):
     def _estep(self, feats: Tensor) -> list[Clustering]:
         cfg = self.cfg
         kwargs = {"alpha": cfg.alpha, "temperature": cfg.temperature}
-        if not _distributed():
+        if not is_distributed():
             return run_kmeans(feats, cfg.num_clusters, cfg.kmeans_iters, cfg.kmeans_redo, **kwargs)
         n, d = feats.shape
         if dist.get_rank() == 0:

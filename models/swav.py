@@ -15,11 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import SwAVConfig
+from models.distributed import is_distributed
 from models.method import MethodModule, StepOutput
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 def _logsumexp(x: Tensor, dim: int | None, all_reduce: bool) -> Tensor:
@@ -54,7 +51,7 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, n_iters: int = 3) -> Tensor:
         raise ValueError(f"scores must be (B, K), got shape {tuple(scores.shape)}")
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
-    distributed = _distributed()
+    distributed = is_distributed()
     log_q = scores.detach().float().t() / epsilon  # (K, B)
     num_prototypes = log_q.shape[0]
     batch = log_q.shape[1]
