@@ -70,6 +70,18 @@ class MethodModule(nn.Module):
         """Scores of images against the prototypes (B, K), or None when there are none."""
         return None
 
+    def project(self, x: Tensor) -> Tensor | None:
+        """L2-normalised embeddings in the space the prototypes live in (B, d), or None."""
+        return None
+
+    def prototype_vectors(self) -> Tensor | None:
+        """The prototypes as unit rows (K, d) in the `project` space, or None when there are none."""
+        return None
+
+    def prototype_phi(self) -> Tensor | None:
+        """PCL's concentration φ per prototype (K,) of the first clustering; None elsewhere."""
+        return None
+
     def prototype_logits_or_empty(self, x: Tensor) -> Tensor:
         """prototype_logits, with (B, 0) standing for 'no prototypes yet'."""
         out = self.prototype_logits(x)

@@ -361,6 +361,18 @@ class PCL(MethodModule):
         q = self.encoder_q(x)
         return q @ self.clusterings[0].centroids.to(q.device, q.dtype).t()
 
+    def project(self, x: Tensor) -> Tensor:
+        return self.encoder_q(x)
+
+    def prototype_vectors(self) -> Tensor | None:
+        """The first clustering's centroids (unit rows), None before the first E-step."""
+        if not self.clusterings:
+            return None
+        return F.normalize(self.clusterings[0].centroids.detach().float(), dim=1)
+
+    def prototype_phi(self) -> Tensor | None:
+        return self.clusterings[0].phi.detach().float() if self.clusterings else None
+
     # --- training -------------------------------------------------------------------------
     def set_batch_index(self, index: Tensor) -> None:
         """Store the coming batch's data set indices (B,); the next training_step uses them."""

@@ -129,6 +129,9 @@ class SwAV(MethodModule):
     def prototype_logits(self, x: Tensor) -> Tensor:
         return self.prototypes(self.project(x))
 
+    def prototype_vectors(self) -> Tensor:
+        return F.normalize(self.prototypes.weight.detach().float(), dim=1)
+
     def _forward_crops(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Embeddings and scores of all crops, crops of one size batched through the backbone."""
         feats: list[Tensor] = []
