@@ -75,7 +75,7 @@ class MethodModule(nn.Module):
         return None
 
     def prototype_vectors(self) -> Tensor | None:
-        """The prototypes as unit rows (K, d) in the `project` space, or None when there are none."""
+        """The prototypes as unit rows (K, d) in the `project` space; None when there are none."""
         return None
 
     def prototype_phi(self) -> Tensor | None:
