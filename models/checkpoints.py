@@ -606,6 +606,7 @@ def _load_pcl_official(state: dict[str, Any]) -> LoadedModel:
             "feat_dim": feat_dim,
             "hidden_dim": hidden,
             "mlp": mlp,
+            "head_bn": False,  # the official head is Linear-ReLU-Linear
             "queue_length": queue_length,
             "momentum": 0.999,  # the official value
         },
@@ -646,8 +647,14 @@ def _load_protoscope(state: dict[str, Any]) -> LoadedModel:
         )
     if not isinstance(state.get("config"), dict):
         raise CheckpointError("the checkpoint holds no config")
+    stored = dict(state["config"])
+    pcl = stored.get("pcl")
+    if isinstance(pcl, dict) and "head_bn" not in pcl:
+        # Written before PCLConfig.head_bn existed (its default is now on): those heads had
+        # no BatchNorm.
+        stored["pcl"] = {**pcl, "head_bn": False}
     try:
-        cfg = TrainConfig.model_validate(state["config"])
+        cfg = TrainConfig.model_validate(stored)
     except ValidationError as e:
         raise CheckpointError(f"the stored config is invalid: {e}") from None
     extra = state.get("extra") or {}

@@ -208,12 +208,117 @@ def _cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     return 0
 
 
+def _add_diagnose(sub: Any) -> None:
+    p = sub.add_parser(
+        "diagnose",
+        help="collapse diagnostics of a checkpoint on a data set split",
+        description="Measure prototype usage, assignment entropy, embedding health, prototype "
+        "redundancy and label agreement of a checkpoint; print the report as JSON.",
+    )
+    p.add_argument("checkpoint", help="protoscope, official SwAV or official PCL checkpoint")
+    p.add_argument("--dataset", help="data set to evaluate on (default: the checkpoint's own)")
+    p.add_argument("--data-root", help="folder of cifar10 / stl10 / imagefolder data")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument(
+        "--max-images", type=int, default=2000, help="evaluate the first N images (default 2000)"
+    )
+    p.add_argument("--pretty", action="store_true", help="a short human summary instead of JSON")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def diagnose_summary(r: dict[str, Any]) -> str:
+    """A few lines for people; the JSON report holds everything."""
+    lines = [
+        f"verdict: {r['verdict']} — {r['reason']}",
+        f"checkpoint: {r['checkpoint']} ({r['method']}, epoch {r['epoch']}, step {r['step']}) "
+        f"on {r['dataset']}/{r['split']}, {r['num_images']} images",
+    ]
+    if r.get("num_prototypes"):
+        lines.append(
+            f"prototypes: {r['active_prototypes']}/{r['num_prototypes']} active, usage entropy "
+            f"{_num(r['usage_entropy'], '.2f')}·ln K, {_num(r['effective_clusters'], '.1f')} "
+            f"effective clusters, max cosine {_num(r['max_prototype_cosine'])}, "
+            f"{r['num_duplicate_pairs'] or 0} pairs > 0.99"
+        )
+        lines.append(
+            f"assignment: mean H(p_i) {_num(r['assignment_entropy'])}, H(mean p) "
+            f"{_num(r['mean_prediction_entropy'])}, MI {_num(r['mutual_information'])} nats "
+            f"(ln K = {_num(r['ln_k'])})"
+        )
+    else:
+        lines.append("prototypes: none (judged on the embedding only)")
+    lines.append(
+        f"embedding ({r['embedding_space']}, d = {r['embedding_dim']}): std "
+        f"{_num(r['embedding_std'], '.4f')} vs 1/√d {_num(r['expected_std'], '.4f')}, "
+        f"effective rank {_num(r['effective_rank'], '.1f')}"
+    )
+    if r.get("recent_loss_mean") is not None:
+        lines.append(
+            f"loss: last {r['num_recent_losses']} average {_num(r['recent_loss_mean'])} vs "
+            f"ln K {_num(r['ln_k'])}{' — on the ln K line' if r['loss_on_ln_k_line'] else ''}"
+        )
+    for c in r.get("pcl_clusterings") or []:
+        phi = c["phi"]
+        lines.append(
+            f"PCL K = {c['num_clusters']}: φ {min(phi):.3f}–{max(phi):.3f}, "
+            f"Spearman(φ, size) {_num(c['spearman'], '.2f')}"
+        )
+    if r.get("knn_top1") is not None or r.get("nmi") is not None:
+        lines.append(
+            f"labels: kNN top-1 {_pct(r['knn_top1'])}, NMI {_num(r['nmi'])}, AMI "
+            f"{_num(r['ami'])}, ARI {_num(r['ari'])}, cluster accuracy "
+            f"{_pct(r['cluster_accuracy'])}, purity {_pct(r['cluster_purity'])}"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from models.checkpoints import CheckpointError
+    from models.data import DatasetError
+    from models.diagnostics import diagnose_checkpoint
+
+    if args.max_images < 1:
+        _fail(parser, f"--max-images must be ≥ 1, got {args.max_images}")
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"diagnose: {100 * fraction:3.0f} % {message}", file=sys.stderr, flush=True)
+
+    try:
+        report = diagnose_checkpoint(
+            args.checkpoint,
+            dataset=args.dataset,
+            data_root=args.data_root,
+            split=args.split,
+            max_images=args.max_images,
+            # Progress only for a person watching: piped stderr stays clean for scripts.
+            progress=progress if sys.stderr.isatty() else None,
+        )
+    except (CheckpointError, DatasetError) as e:
+        _fail(parser, str(e))
+    except KeyboardInterrupt:
+        print("protoscope diagnose: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a failure while computing: one line, never a traceback
+        print(f"protoscope diagnose: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(diagnose_summary(report) if args.pretty else json.dumps(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protoscope", description="A workbench for clustering-based contrastive learning."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_diagnose(sub)
     return parser
 
 
@@ -223,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     sub_parser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
     if args.command == "train":
         return _cmd_train(sub_parser, args)
+    if args.command == "diagnose":
+        return _cmd_diagnose(sub_parser, args)
     _fail(parser, f"unknown command {args.command!r}")
     return 2
 

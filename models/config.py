@@ -95,6 +95,10 @@ class PCLConfig(_Strict):
     feat_dim: int = Field(64, ge=2, le=2048)
     hidden_dim: int = Field(512, ge=8, le=8192)
     mlp: bool = True
+    # BatchNorm inside the MLP head. Upstream PCL v2 has none; on a 5-minute CPU budget
+    # without it the embeddings start nearly collinear and InfoNCE sits at ln(queue + 1) for
+    # most of the run (measured: see README). Official checkpoints load with it off.
+    head_bn: bool = True
     queue_length: int = Field(1024, ge=2, le=1_000_000)
     # 0.999 (upstream) suits ~10⁵–10⁶ steps; a 5-minute CPU run has ~5·10³, where the key
     # encoder would barely move, so the default is 0.99.
@@ -107,6 +111,10 @@ class PCLConfig(_Strict):
     )
     alpha: float = Field(10.0, gt=0.0)
     fixed_phi: bool = Field(False, description="ablation: every cluster's φ = temperature")
+    # Both crops act as query and as key (MoCo v3's symmetrised loss): twice the signal per
+    # image for one extra key-encoder pass. Off upstream.
+    symmetric: bool = False
+    proto_weight: float = Field(1.0, ge=0.0, le=100.0, description="weight of ProtoNCE")
     kmeans_iters: int = Field(20, ge=1, le=300)
     kmeans_redo: int = Field(1, ge=1, le=10)
 

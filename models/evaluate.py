@@ -1,7 +1,8 @@
-"""Evaluation against labels: weighted kNN (InstDisc/DINO style)."""
+"""Evaluation against labels: weighted kNN (InstDisc/DINO style) and clustering scores."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -48,3 +49,77 @@ def weighted_knn_top1(
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
     pred = weighted_knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
     return float((pred.cpu() == query_labels.cpu()).float().mean())
+
+
+def _as_int_array(values: Tensor | np.ndarray | list[int]) -> np.ndarray:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"expected a 1-d array of ids, got shape {arr.shape}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _contingency(assignments: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Counts (#clusters, #classes) over the ids that occur (ids need not be contiguous)."""
+    _, cluster_ids = np.unique(assignments, return_inverse=True)
+    _, class_ids = np.unique(labels, return_inverse=True)
+    table = np.zeros((cluster_ids.max() + 1, class_ids.max() + 1), dtype=np.int64)
+    np.add.at(table, (cluster_ids, class_ids), 1)
+    return table
+
+
+def hungarian_accuracy(assignments: np.ndarray, labels: np.ndarray) -> float:
+    """Share of images whose cluster maps to their class under the best one-to-one matching.
+
+    The contingency table (clusters × classes) is rectangular when the counts differ;
+    `linear_sum_assignment` then matches min(#clusters, #classes) pairs. With more clusters
+    than classes (K = 128 prototypes on 10 classes) only the `#classes` best clusters get a
+    class and every image in an unmatched cluster counts as an error, so an over-clustering
+    model reads low here however pure its clusters are — `cluster_purity` is the
+    many-to-one view of the same table.
+    """
+    from scipy.optimize import linear_sum_assignment  # lazy: keeps `train` start-up lean
+
+    table = _contingency(assignments, labels)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return float(table[rows, cols].sum() / len(labels))
+
+
+def cluster_purity(assignments: np.ndarray, labels: np.ndarray) -> float:
+    """Share of images in their cluster's majority class (many-to-one; 1.0 when K ≥ N)."""
+    table = _contingency(assignments, labels)
+    return float(table.max(axis=1).sum() / len(labels))
+
+
+def clustering_scores(
+    assignments: Tensor | np.ndarray | list[int], labels: Tensor | np.ndarray | list[int]
+) -> dict[str, float]:
+    """Agreement of a clustering with class labels: NMI, AMI, ARI, cluster accuracy, purity.
+
+    assignments: (N,) cluster ids (e.g. argmax of the prototype logits); labels: (N,) classes.
+    Ids need not be contiguous. `cluster_accuracy` uses a one-to-one Hungarian matching, so
+    with more clusters than classes the surplus clusters' images count as errors (see
+    `hungarian_accuracy`); `cluster_purity` maps each cluster to its majority class instead.
+    All values lie in [0, 1] except ARI and AMI, which are ≈ 0 for chance and can go negative.
+    """
+    # Imported here: scikit-learn adds a second to every `protoscope train` start otherwise.
+    from sklearn.metrics import (
+        adjusted_mutual_info_score,
+        adjusted_rand_score,
+        normalized_mutual_info_score,
+    )
+
+    pred = _as_int_array(assignments)
+    true = _as_int_array(labels)
+    if pred.shape != true.shape:
+        raise ValueError(f"assignments {pred.shape} and labels {true.shape} differ in length")
+    if pred.size == 0:
+        raise ValueError("clustering_scores needs at least one image")
+    return {
+        "nmi": float(normalized_mutual_info_score(true, pred)),
+        "ami": float(adjusted_mutual_info_score(true, pred)),
+        "ari": float(adjusted_rand_score(true, pred)),
+        "cluster_accuracy": hungarian_accuracy(pred, true),
+        "cluster_purity": cluster_purity(pred, true),
+    }

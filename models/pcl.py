@@ -277,11 +277,23 @@ class Encoder(nn.Module):
     official checkpoints' `fc.*` / backbone keys are mapped onto; keep them.
     """
 
-    def __init__(self, backbone: nn.Module, feat_dim: int, hidden_dim: int, mlp: bool) -> None:
+    def __init__(
+        self, backbone: nn.Module, feat_dim: int, hidden_dim: int, mlp: bool, head_bn: bool = False
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         out_dim = int(backbone.out_dim)
-        if mlp:
+        if mlp and head_bn:
+            # BatchNorm in the hidden layer (as SwAV's and SimCLR's heads have) standardises
+            # every hidden unit over the batch, so the embeddings cannot start out, or drift
+            # towards, all pointing the same way; see PCLConfig.head_bn.
+            self.head = nn.Sequential(
+                nn.Linear(out_dim, hidden_dim),
+                nn.BatchNorm1d(hidden_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden_dim, feat_dim),
+            )
+        elif mlp:
             self.head = nn.Sequential(
                 nn.Linear(out_dim, hidden_dim),
                 nn.ReLU(inplace=True),
@@ -312,8 +324,8 @@ class PCL(MethodModule):
             )
         self.cfg = cfg
         self.num_train = num_train
-        self.encoder_q = Encoder(backbone_q, cfg.feat_dim, cfg.hidden_dim, cfg.mlp)
-        self.encoder_k = Encoder(backbone_k, cfg.feat_dim, cfg.hidden_dim, cfg.mlp)
+        self.encoder_q = Encoder(backbone_q, cfg.feat_dim, cfg.hidden_dim, cfg.mlp, cfg.head_bn)
+        self.encoder_k = Encoder(backbone_k, cfg.feat_dim, cfg.hidden_dim, cfg.mlp, cfg.head_bn)
         # The key encoder starts as an exact copy (weights and BN statistics) and then only
         # follows the query encoder by EMA; no gradient ever reaches it.
         self.encoder_k.load_state_dict(self.encoder_q.state_dict())
@@ -419,34 +431,58 @@ class PCL(MethodModule):
         if len(views) < 2:
             raise ValueError("PCL needs two views per image (query and key crops)")
         cfg = self.cfg
-        q = self.encoder_q(views[0])
-        k = self._keys(views[1])
-        scalars: dict[str, float] = {}
-        with torch.autocast(q.device.type, enabled=False):
-            # InfoNCE: the key of the same image against the queue of past keys. The queue is
-            # cloned because _enqueue below overwrites it in place before backward runs.
-            l_pos = (q * k).sum(dim=1, keepdim=True)
-            l_neg = q @ self.queue.clone().to(q.dtype)
-            inst_logits = torch.cat([l_pos, l_neg], dim=1) / cfg.temperature
-            zeros = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-            loss = F.cross_entropy(inst_logits, zeros)
-            scalars["loss_infonce"] = float(loss.detach())
-            scalars["acc_inst"] = float((inst_logits.argmax(dim=1) == 0).float().mean())
-            logits_out = None
-            if self.clusterings:
-                loss_proto, acc_proto = self._proto_nce(q)
-                loss = loss + loss_proto
-                scalars["loss_protonce"] = float(loss_proto.detach())
-                scalars["acc_proto"] = acc_proto
-                with torch.no_grad():
-                    logits_out = q.detach() @ self.clusterings[0].centroids.to(q.device).t()
-        self._enqueue(k)
-        return StepOutput(loss=loss, logits=logits_out, scalars=scalars)
-
-    def _proto_nce(self, q: Tensor) -> tuple[Tensor, float]:
-        """Mean ProtoNCE over the clusterings, and the mean top-1 of its targets."""
+        pairs = [(views[0], views[1])]
+        if cfg.symmetric:
+            pairs.append((views[1], views[0]))
         index = self._batch_index
         self._batch_index = None  # consumed: a missing set_batch_index must not reuse it
+        scalars: dict[str, float] = {}
+        losses: list[Tensor] = []
+        keys: list[Tensor] = []
+        logits_out = None
+        for query_view, key_view in pairs:
+            q = self.encoder_q(query_view)
+            k = self._keys(key_view)
+            keys.append(k)
+            with torch.autocast(q.device.type, enabled=False):
+                loss, parts = self._pair_loss(q, k, index)
+            losses.append(loss)
+            for name, value in parts.items():
+                scalars[name] = scalars.get(name, 0.0) + value / len(pairs)
+            if logits_out is None and self.clusterings:
+                with torch.no_grad():
+                    logits_out = q.detach() @ self.clusterings[0].centroids.to(q.device).t()
+        self._enqueue(keys[0])
+        loss = torch.stack(losses).mean()
+        return StepOutput(loss=loss, logits=logits_out, scalars=scalars)
+
+    def _pair_loss(
+        self, q: Tensor, k: Tensor, index: Tensor | None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """InfoNCE of queries q against their keys k and the queue, plus weighted ProtoNCE.
+
+        Runs in float32: logits are cosines divided by τ ≈ 0.2 or φ.
+        """
+        cfg = self.cfg
+        # The queue is cloned because _enqueue overwrites it in place before backward runs.
+        l_pos = (q * k).sum(dim=1, keepdim=True)
+        l_neg = q @ self.queue.clone().to(q.dtype)
+        inst_logits = torch.cat([l_pos, l_neg], dim=1) / cfg.temperature
+        zeros = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        loss = F.cross_entropy(inst_logits, zeros)
+        parts = {
+            "loss_infonce": float(loss.detach()),
+            "acc_inst": float((inst_logits.argmax(dim=1) == 0).float().mean()),
+        }
+        if self.clusterings:
+            loss_proto, acc_proto = self._proto_nce(q, index)
+            loss = loss + cfg.proto_weight * loss_proto
+            parts["loss_protonce"] = float(loss_proto.detach())
+            parts["acc_proto"] = acc_proto
+        return loss, parts
+
+    def _proto_nce(self, q: Tensor, index: Tensor | None) -> tuple[Tensor, float]:
+        """Mean ProtoNCE over the clusterings, and the mean top-1 of its targets."""
         if index is None:
             raise RuntimeError("PCL.set_batch_index(index) must be called before each step")
         if index.shape != (q.shape[0],):

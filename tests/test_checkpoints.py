@@ -606,7 +606,9 @@ def test_official_pcl_checkpoint_loads(tmp_path: Path, mlp: bool) -> None:
     cfg = TrainConfig(
         method="pcl",
         backbone="resnet50",
-        pcl=PCLConfig(mlp=mlp, hidden_dim=64, feat_dim=32, queue_length=48, num_clusters=(2,)),
+        pcl=PCLConfig(
+            mlp=mlp, head_bn=False, hidden_dim=64, feat_dim=32, queue_length=48, num_clusters=(2,)
+        ),
     )
     src = build_model(cfg, num_train=1).eval()
     with torch.no_grad():  # a key encoder that differs from the query encoder

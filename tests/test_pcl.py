@@ -192,6 +192,7 @@ def make_pcl(**over: object) -> PCL:
         "num_clusters": (4, 6),
         "warmup_epochs": 1,
         "kmeans_iters": 5,
+        "head_bn": False,  # the official head layout; the BN variant is checked on its own
     }
     base.update(over)
     cfg = PCLConfig.model_validate(base)
@@ -220,6 +221,9 @@ def test_pcl_layout_and_initial_state() -> None:
     model = make_pcl()
     keys = model.state_dict().keys()
     assert {"queue", "queue_ptr", "encoder_q.head.0.weight", "encoder_q.head.2.weight"} <= keys
+    # head_bn (the default): Linear, BatchNorm, ReLU, Linear.
+    bn_keys = make_pcl(head_bn=True).state_dict().keys()
+    assert {"encoder_q.head.1.running_mean", "encoder_q.head.3.weight"} <= bn_keys
     assert "encoder_k.backbone.features.0.weight" in keys
     assert model.queue.shape == (8, 20) and model.queue_ptr.tolist() == [0]
     assert torch.allclose(model.queue.norm(dim=0), torch.ones(20), atol=1e-5)
@@ -382,7 +386,9 @@ def _dist_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # same weights on both ranks, as DDP guarantees
-        cfg = PCLConfig(feat_dim=4, hidden_dim=8, queue_length=16, num_clusters=(3,))
+        cfg = PCLConfig(
+            feat_dim=4, hidden_dim=8, queue_length=16, num_clusters=(3,), head_bn=False
+        )
         model = PCL(_PerSample(), _PerSample(), cfg, num_train=12)
         data = torch.randn(12, 3, 4, 4, generator=torch.Generator().manual_seed(1))
         torch.manual_seed(100 + rank)  # ranks draw different permutations; rank 0's wins
