@@ -1,0 +1,92 @@
+"""The charts of a run's live view, drawn from its accumulated events (Runs page)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import streamlit as st
+
+from frontend import figures, live
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def draw_live(events: list[dict[str, Any]], run: Mapping[str, Any]) -> None:
+    cfg = live.run_config(events) or run.get("config") or {}
+    method = cfg.get("method") or run.get("method")
+    k = live.num_prototypes(events)
+    # ln K is the swapped-prediction loss of flat predictions: a SwAV reference only.
+    k_line = k if method == "swav" else None
+    alert = live.collapse_alert(events, method=method)
+    if alert is not None:
+        st.error(f"**Collapse!** {alert.message}", icon=":material/warning:")
+    end = live.last_end(events)
+    if end is not None:
+        if end.get("status") == "failed":
+            st.error(f"The run failed: {end.get('reason') or 'no reason given'}")
+        else:
+            why = f" — {end['reason']}" if end.get("reason") else ""
+            st.info(f"Run ended: {end.get('status')}{why}")
+    steps = live.of_type(events, "step")
+    epochs = live.of_type(events, "epoch")
+    if not steps:
+        st.info("Waiting for the first training step… (data set and model are being prepared)")
+        return
+    last = steps[-1]
+    m = st.columns(6)
+    m[0].metric("Step", f"{last.get('step')}")
+    m[1].metric("Epoch", f"{int(last.get('epoch', 0)) + 1}")
+    m[2].metric(
+        "Loss",
+        _fmt(last.get("loss")),
+        help=f"ln K = {math.log(k_line):.3f}: the loss of flat predictions" if k_line else None,
+    )
+    m[3].metric("Active prototypes", f"{_fmt(last.get('active_prototypes'))} / {k or '–'}")
+    knn = [e["knn_top1"] for e in epochs if e.get("knn_top1") is not None]
+    m[4].metric("kNN top-1", f"{100 * knn[-1]:.1f} %" if knn else "–")
+    m[5].metric("Crops / s", _fmt(last.get("crops_per_s"), 0) if last.get("crops_per_s") else "–")
+
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(figures.loss_figure(events, k_line), key="live_loss")
+    with right:
+        if any(e.get("active_prototypes") is not None for e in steps):
+            st.plotly_chart(figures.activity_figure(events, k), key="live_activity")
+        else:
+            st.caption("No prototype usage yet (PCL reports it after its first E-step).")
+    if any(isinstance(e.get("usage"), list) for e in steps):
+        st.plotly_chart(figures.usage_heatmap(events), key="live_usage")
+        if method == "pcl":
+            st.caption(
+                "PCL's prototypes are the centroids of a fresh k-means every epoch (the first "
+                "clustering is shown), so a row's number means a different cluster each epoch."
+            )
+    left, right = st.columns(2)
+    with left:
+        if knn:
+            st.plotly_chart(figures.knn_figure(events), key="live_knn")
+        else:
+            st.caption("kNN accuracy appears after the first epoch.")
+    phis = figures.latest_phi(events)
+    if phis:
+        with right:
+            choice = st.selectbox(
+                "Clustering",
+                list(range(len(phis))),
+                format_func=lambda i: f"K = {phis[i]['k']}",
+                key="live_phi_k",
+            )
+            sel = phis[choice]
+            st.caption(f"φ from the E-step of epoch {int(sel['epoch'] or 0) + 1}")
+        a, b = st.columns(2)
+        with a:
+            st.plotly_chart(
+                figures.phi_bar_figure(sel["phi"], sel["sizes"], f"φ per cluster (K = {sel['k']})"),
+                key="live_phi_bar",
+            )
+        with b:
+            st.plotly_chart(figures.phi_size_figure(sel["phi"], sel["sizes"]), key="live_phi_size")

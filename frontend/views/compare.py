@@ -1,0 +1,122 @@
+"""Compare: two checkpoints on the same data — aligned maps, matched clusters, metric deltas."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import streamlit as st
+
+from frontend import figures, ui
+from frontend.pages_common import checkpoint_label, choose_checkpoint, points_of
+
+TOP_MOVES = 15  # prototypes shown in the gained / lost chart
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "–" if v is None else str(v)
+
+
+def metric_rows(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Metric deltas as rows {metric, A, B, Δ} from `deltas`/`metrics` (dict or list)."""
+    raw = answer.get("deltas") or answer.get("metric_deltas") or answer.get("metrics") or {}
+    rows: list[dict[str, Any]] = []
+    items = raw.items() if isinstance(raw, Mapping) else [(r.get("metric"), r) for r in raw]
+    for name, val in items:
+        if isinstance(val, Mapping):
+            a, b = val.get("a"), val.get("b")
+            d = val.get("delta")
+            if d is None and isinstance(a, (int, float)) and isinstance(b, (int, float)):
+                d = b - a
+            rows.append({"metric": name, "A": _fmt(a), "B": _fmt(b), "Δ (B − A)": _fmt(d)})
+        elif isinstance(val, (int, float)):
+            rows.append({"metric": name, "A": "", "B": "", "Δ (B − A)": _fmt(val)})
+    return rows
+
+
+def moves_of(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Prototype moves as {prototype, delta} from gained/lost lists or a per-prototype list."""
+    out: list[dict[str, Any]] = []
+    for key, sign in (("gained", 1), ("lost", -1)):
+        for item in answer.get(key) or answer.get(f"prototypes_{key}") or []:
+            if isinstance(item, Mapping):
+                d = item.get("delta")
+                if d is None:
+                    d = sign * abs(int(item.get("count", item.get("images", 0))))
+                out.append({"prototype": item.get("prototype", item.get("index")), "delta": d})
+    return [m for m in out if m["delta"]]
+
+
+def main() -> None:
+    st.title("Compare")
+    st.caption(
+        "Two checkpoints on the same images: their maps aligned, their clusters matched "
+        "(Hungarian), how each metric moved, and which prototypes gained or lost images."
+    )
+    c = ui.require_backend()
+    left, right = st.columns(2)
+    with left:
+        a = choose_checkpoint(c, key="cmp_a", label="A", shared="compare_a")
+    with right:
+        b = choose_checkpoint(c, key="cmp_b", label="B", shared="compare_b", index=1)
+    if a is None or b is None:
+        return
+    if a["id"] == b["id"]:
+        st.info("A and B are the same checkpoint: everything will agree perfectly.")
+    answer = ui.await_result(
+        f"cmp:{a['id']}:{b['id']}",
+        lambda: c.compare(a["id"], b["id"]),
+        f"Comparing {checkpoint_label(a)} with {checkpoint_label(b)}",
+    )
+    if not isinstance(answer, Mapping):
+        return
+    m = st.columns(4)
+    for col, key, title, explain in (
+        (m[0], "agreement", "Cluster agreement", "share of images in matched clusters"),
+        (m[1], "nmi", "NMI", "normalised mutual information of the two assignments"),
+        (m[2], "ari", "ARI", "adjusted Rand index of the two assignments"),
+        (m[3], "disparity", "Map drift", "Procrustes disparity of the aligned maps (0 = same)"),
+    ):
+        if answer.get(key) is not None:
+            col.metric(title, _fmt(answer[key]), help=explain)
+
+    maps = answer.get("maps") or answer.get("aligned") or {}
+    pa = points_of(maps.get("a") or answer.get("map_a") or {})
+    pb = points_of(maps.get("b") or answer.get("map_b") or {})
+    if pa and pb:
+        st.subheader("Aligned maps")
+        colour = st.radio("Colour by", ["cluster", "label"], horizontal=True, key="cmp_colour")
+        st.plotly_chart(
+            figures.aligned_maps_figure(
+                pa, pb, colour, ("A: " + checkpoint_label(a), "B: " + checkpoint_label(b))
+            ),
+            key="cmp_maps",
+        )
+
+    col_l, col_r = st.columns(2)
+    with col_l:
+        st.subheader("Matched clusters")
+        matches = answer.get("matched_clusters") or answer.get("matches") or []
+        if matches:
+            st.dataframe(matches, hide_index=True, width="stretch", height=320)
+        else:
+            st.caption("No matched clusters reported.")
+    with col_r:
+        st.subheader("Metric deltas")
+        rows = metric_rows(answer)
+        if rows:
+            st.dataframe(rows, hide_index=True, width="stretch", height=320)
+        else:
+            st.caption("No metrics reported.")
+    moves = moves_of(answer)
+    if moves:
+        st.subheader("Prototypes that gained or lost images")
+        moves = sorted(moves, key=lambda m: -abs(m["delta"]))[:TOP_MOVES]
+        st.plotly_chart(
+            figures.delta_bar_figure(moves, f"Largest {len(moves)} changes"), key="cmp_moves"
+        )
+
+
+main()

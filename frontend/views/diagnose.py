@@ -1,0 +1,30 @@
+"""Diagnose: the verdict of a checkpoint, every metric as a card, the spectrum and the usage."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from frontend import ui
+from frontend.pages_common import checkpoint_label, choose_checkpoint
+from frontend.report_view import show_report
+
+
+def main() -> None:
+    st.title("Diagnose")
+    st.caption("Is this checkpoint healthy, or has it collapsed — and which kind of collapse?")
+    c = ui.require_backend()
+    ckpt = choose_checkpoint(c, key="diag_ckpt")
+    if ckpt is None:
+        return
+    if st.button("Recompute", key="diag_recompute", help="Ask the backend again"):
+        ui.forget(f"diag:{ckpt['id']}")
+    report = ui.await_result(
+        f"diag:{ckpt['id']}",
+        lambda: c.diagnostics(ckpt["id"]),
+        f"Diagnosing {checkpoint_label(ckpt)}",
+    )
+    if report is not None:
+        show_report(report)
+
+
+main()

@@ -1,0 +1,127 @@
+"""Explore: a checkpoint's UMAP map; click or lasso points to see their images."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import streamlit as st
+
+from frontend import figures, ui
+from frontend.client import Client
+from frontend.pages_common import (
+    COLOUR_KEYS,
+    checkpoint_label,
+    choose_checkpoint,
+    class_names,
+    dataset_of,
+    points_of,
+)
+
+COLOUR_NAMES = {
+    "cluster": "cluster (argmax prototype)",
+    "label": "label (ground truth)",
+    "phi": "φ of its cluster (PCL)",
+    "confidence": "confidence (max probability)",
+}
+MAX_GALLERY = 48  # images drawn for a selection; more would make the page slow to fill
+NEIGHBOURS = 8
+
+
+def selected_panel(
+    c: Client,
+    ckpt: Mapping[str, Any],
+    dataset: str,
+    chosen: list[int],
+    by_index: Mapping[int, Mapping[str, Any]],
+    names: list[str] | None,
+) -> None:
+    first = chosen[0]
+    p = by_index.get(first, {})
+    data = ui.image_bytes(dataset, first, size=160)
+    if data is not None:
+        st.image(data, width=160)
+    label = p.get("label")
+    label_text = f"{label}: {names[label]}" if names and isinstance(label, int) else str(label)
+    st.markdown(
+        f"**Image {first}** · label {label_text} · cluster {p.get('cluster')}"
+        + (f" · confidence {p['confidence']:.2f}" if isinstance(p.get("confidence"), float) else "")
+    )
+    answer = ui.await_result(
+        f"nb:{ckpt['id']}:{first}",
+        lambda: c.neighbours(ckpt["id"], first, k=NEIGHBOURS),
+        "Finding its nearest images",
+    )
+    indices = _neighbour_indices(answer)
+    if indices:
+        st.caption("Nearest images in the embedding")
+        ui.image_grid(dataset, indices[:NEIGHBOURS], columns=4)
+
+
+def _neighbour_indices(answer: Any) -> list[int]:
+    if not isinstance(answer, Mapping):
+        return []
+    for key in ("images", "neighbours", "nearest_images", "indices"):
+        items = answer.get(key)
+        if isinstance(items, list):
+            return [int(i["index"]) if isinstance(i, Mapping) else int(i) for i in items]
+    return []
+
+
+def main() -> None:
+    st.title("Explore")
+    st.caption(
+        "A 2-D UMAP map of a checkpoint's embeddings. Hover a point for its index, label and "
+        "cluster; click one, or draw a box or lasso, to see the images."
+    )
+    c = ui.require_backend()
+    ckpt = choose_checkpoint(c, key="explore_ckpt")
+    if ckpt is None:
+        return
+    answer = ui.await_result(
+        f"emb:{ckpt['id']}",
+        lambda: c.embedding(ckpt["id"]),
+        f"Computing the UMAP map of {checkpoint_label(ckpt)}",
+    )
+    if answer is None:
+        return
+    points = points_of(answer)
+    if not points:
+        st.warning("The backend returned an empty map.")
+        return
+    names = class_names(answer)
+    dataset = str(answer.get("dataset") or dataset_of(ckpt))
+    available = [k for k in COLOUR_KEYS if any(p.get(k) is not None for p in points)]
+    colour = st.selectbox(
+        "Colour by",
+        available or ["cluster"],
+        format_func=lambda k: COLOUR_NAMES.get(k, k),
+        key="explore_colour",
+    )
+    left, right = st.columns([3, 2])
+    with left:
+        fig = figures.embedding_figure(points, colour, label_names=names)
+        event = st.plotly_chart(
+            fig,
+            key=f"explore_map_{ckpt['id']}",
+            on_select="rerun",
+            selection_mode=("points", "box", "lasso"),
+        )
+        st.caption(f"{len(points)} images of `{dataset}`")
+    chosen = figures.selected_indices(event)
+    by_index = {p["index"]: p for p in points}
+    with right:
+        if not chosen:
+            st.info("Click a point, or use the box / lasso tools above the map, to see images.")
+        else:
+            selected_panel(c, ckpt, dataset, chosen, by_index, names)
+    if len(chosen) > 1:
+        st.subheader(f"Selection: {len(chosen)} images")
+        if len(chosen) > MAX_GALLERY:
+            st.caption(f"Showing the first {MAX_GALLERY}.")
+        shown = chosen[:MAX_GALLERY]
+        captions = [f"#{i} · c{by_index.get(i, {}).get('cluster')}" for i in shown]
+        ui.image_grid(dataset, shown, captions=captions, columns=12)
+
+
+main()

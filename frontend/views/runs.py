@@ -1,0 +1,244 @@
+"""Runs: start a run, list runs, and watch one train live (polling, never blocking the page)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import streamlit as st
+
+from frontend import live, ui
+from frontend.client import BackendError, Client
+from frontend.live_view import draw_live
+from frontend.pages_common import list_runs
+from frontend.run_form import ABLATIONS, parse_ks, run_payload
+
+# A live view asks for new events this often; each tick reruns only its fragment.
+LIVE_POLL_S = 2.0
+ACTIVE_STATUSES = {"queued", "pending", "starting", "running"}
+RESUMABLE_STATUSES = {"stopped", "interrupted", "failed"}
+
+
+# --- the form -----------------------------------------------------------------------------
+def _dataset_names(c: Client) -> list[str]:
+    try:
+        answer = c.datasets()
+    except BackendError:
+        return ["shapes", "digits"]
+    items = answer if isinstance(answer, list) else (answer or {}).get("datasets", [])
+    names = [d["name"] if isinstance(d, Mapping) else str(d) for d in items]
+    return names or ["shapes"]
+
+
+def start_form(c: Client) -> None:
+    method = st.radio(
+        "Method",
+        ["swav", "pcl"],
+        horizontal=True,
+        key="form_method",
+        help="SwAV: online Sinkhorn codes over learnable prototypes. PCL: MoCo + k-means "
+        "prototypes with per-cluster concentration φ.",
+    )
+    with st.form("start_run", border=True):
+        c1, c2, c3, c4 = st.columns(4)
+        name = c1.text_input("Name (optional)", key="form_name")
+        dataset = c1.selectbox("Data set", _dataset_names(c), key="form_dataset")
+        backbone = c1.selectbox(
+            "Backbone",
+            ["small_cnn", "resnet18", "resnet50"],
+            key="form_backbone",
+            help="small_cnn is fast on a CPU; resnet50 is the official checkpoints' layout.",
+        )
+        epochs = c2.number_input("Epochs", 1, 10_000, 10, key="form_epochs")
+        batch = c2.number_input("Batch size", 2, 4096, 64, key="form_batch")
+        minutes = c2.number_input(
+            "Time budget (minutes, 0 = none)", 0.0, 10_000.0, 0.0, key="form_minutes"
+        )
+        if method == "swav":
+            k = c3.number_input(
+                "Prototypes K",
+                2,
+                100_000,
+                128,
+                key="form_k",
+                help="The loss of flat predictions is ln K: the live chart draws that line.",
+            )
+            eps = c3.number_input(
+                "ε (Sinkhorn entropy)",
+                0.005,
+                10.0,
+                0.02,
+                step=0.005,
+                format="%.3f",
+                key="form_eps",
+                help="Smaller ε: harder codes. 0.02–0.05 is typical.",
+            )
+            temp = c3.number_input(
+                "Temperature τ", 0.01, 10.0, 0.1, step=0.01, key="form_temp_swav"
+            )
+            pcl_k_text = ""
+        else:
+            pcl_k_text = c3.text_input(
+                "Clusters per clustering (comma-separated K)", "40, 80, 160", key="form_pcl_k"
+            )
+            temp = c3.number_input(
+                "Temperature τ (mean φ)", 0.01, 10.0, 0.2, step=0.01, key="form_temp_pcl"
+            )
+            eps, k = 0.02, 0
+        c4.markdown("**Teaching ablations**")
+        switches: dict[str, bool] = {}
+        for key, (label, explain) in ABLATIONS.items():
+            usable = key.startswith("fixed") == (method == "pcl")
+            switches[key] = c4.checkbox(label, key=f"form_{key}", disabled=not usable, help=explain)
+            c4.caption(explain)
+        submitted = st.form_submit_button("Start run", type="primary")
+    if not submitted:
+        return
+    try:
+        pcl_k = parse_ks(pcl_k_text) if method == "pcl" else []
+    except ValueError:
+        st.error("Clusters per clustering: write whole numbers separated by commas, e.g. 40, 80")
+        return
+    form = {
+        "method": method,
+        "dataset": dataset,
+        "backbone": backbone,
+        "epochs": epochs,
+        "batch_size": batch,
+        "k": k,
+        "epsilon": eps,
+        "temperature": temp,
+        "pcl_k": pcl_k,
+        "max_minutes": minutes,
+        "name": name,
+        **switches,
+    }
+    try:
+        with st.spinner("Starting the run…"):
+            created = c.create_run(run_payload(form))
+    except BackendError as exc:
+        ui.show_error(exc)
+        return
+    run_id = (created or {}).get("id")
+    st.session_state["_keep_run"] = run_id
+    st.session_state.pop("runs_pick", None)
+    st.toast(f"Run {run_id} started")
+    st.rerun()
+
+
+# --- run list -----------------------------------------------------------------------------
+def run_label(run: Mapping[str, Any]) -> str:
+    status = str(run.get("status", "?"))
+    cfg = run.get("config") or {}
+    method = run.get("method") or cfg.get("method") or ""
+    data = run.get("dataset") or (cfg.get("data") or {}).get("name") or ""
+    name = run.get("name") or ""
+    bits = [f"#{run.get('id')}", name, method, data]
+    return " · ".join(b for b in bits if b) + f" ({status})"
+
+
+def runs_table(runs: list[dict[str, Any]]) -> None:
+    rows = []
+    for r in runs:
+        cfg = r.get("config") or {}
+        rows.append(
+            {
+                "id": r.get("id"),
+                "name": r.get("name") or "",
+                "method": r.get("method") or cfg.get("method"),
+                "data set": r.get("dataset") or (cfg.get("data") or {}).get("name"),
+                "status": r.get("status"),
+                "step": r.get("step"),
+                "created": r.get("created_at") or r.get("created"),
+                "reason": r.get("reason") or r.get("error") or "",
+            }
+        )
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+
+# --- the live view ------------------------------------------------------------------------
+def _live_state(run_id: Any) -> dict[str, Any]:
+    """Cursor and accumulated events of one run, kept across reruns in session_state."""
+    all_live: dict[Any, dict[str, Any]] = st.session_state.setdefault("live", {})
+    return all_live.setdefault(run_id, {"cursor": None, "events": []})
+
+
+def pull_events(c: Client, run_id: Any) -> list[dict[str, Any]]:
+    """Fetch what is new since the cursor, append it, return everything seen so far."""
+    state = _live_state(run_id)
+    events, cursor = live.parse_metrics(c.metrics(run_id, since=state["cursor"]))
+    if events:
+        state["events"].extend(events)
+    if cursor is not None:
+        state["cursor"] = cursor
+    return state["events"]
+
+
+def live_view(c: Client, run: Mapping[str, Any]) -> None:
+    """A fragment that pulls new events and redraws; it ticks only while the run is active."""
+    active = str(run.get("status")) in ACTIVE_STATUSES
+
+    def body() -> None:
+        try:
+            events = pull_events(c, run["id"])
+        except BackendError as exc:
+            ui.show_error(exc)
+            return
+        draw_live(events, run)
+        state = _live_state(run["id"])
+        # The run just ended: rerun the whole page once so status, buttons and polling update.
+        end = live.last_end(events)
+        if active and end is not None and state.get("end_handled") != end.get("id"):
+            state["end_handled"] = end.get("id")
+            st.rerun(scope="app")
+
+    st.fragment(run_every=LIVE_POLL_S if active else None)(body)()
+
+
+def run_controls(c: Client, run: Mapping[str, Any]) -> None:
+    status = str(run.get("status"))
+    cols = st.columns([1, 1, 6])
+    if cols[0].button("⏹ Stop", key="run_stop", disabled=status not in ACTIVE_STATUSES):
+        with ui.backend_errors(stop=False):
+            c.stop_run(run["id"])
+            st.toast("Stop requested: the run saves a checkpoint and ends")
+            st.rerun()
+    if cols[1].button("▶ Resume", key="run_resume", disabled=status not in RESUMABLE_STATUSES):
+        with ui.backend_errors(stop=False):
+            c.resume_run(run["id"])
+            st.toast("Resuming from the last checkpoint")
+            st.rerun()
+    reason = run.get("reason") or run.get("error")
+    if status == "failed" and reason:
+        st.error(f"Run failed: {reason}")
+
+
+def main() -> None:
+    st.title("Runs")
+    c = ui.require_backend()
+    runs = list_runs(c)
+    with st.expander("Start a new run", expanded=not runs):
+        start_form(c)
+    if not runs:
+        st.info("No runs yet: start one with the form above.")
+        return
+    st.subheader("All runs")
+    runs_table(runs)
+    by_id = {r["id"]: r for r in runs}
+    st.subheader("Live view")
+    chosen = ui.pick(
+        "Run",
+        list(by_id),
+        lambda i: run_label(by_id[i]),
+        key="runs_pick",
+        shared="run",
+        query_param="run",
+    )
+    if chosen is None:
+        return
+    run = by_id[chosen]
+    run_controls(c, run)
+    live_view(c, run)
+
+
+main()
