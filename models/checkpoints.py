@@ -647,12 +647,7 @@ def _load_protoscope(state: dict[str, Any]) -> LoadedModel:
         )
     if not isinstance(state.get("config"), dict):
         raise CheckpointError("the checkpoint holds no config")
-    stored = dict(state["config"])
-    pcl = stored.get("pcl")
-    if isinstance(pcl, dict) and "head_bn" not in pcl:
-        # Written before PCLConfig.head_bn existed (its default is now on): those heads had
-        # no BatchNorm.
-        stored["pcl"] = {**pcl, "head_bn": False}
+    stored = state["config"]
     try:
         cfg = TrainConfig.model_validate(stored)
     except ValidationError as e:
