@@ -1,0 +1,113 @@
+"""Real servers for tests: the backend (`protoscope serve`) and the Streamlit app, on free ports.
+
+Each runs as its own process with its own data folder, exactly as a user starts them; tests
+talk to them over HTTP. Nothing here mocks anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(
+    url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
+    """Poll `url` until it answers 200; fail with the process's log if it died first."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(
+                f"server exited with {proc.returncode} before {url} answered:\n{out}"
+            )
+        try:
+            r = requests.get(url, timeout=2)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}"
+        except requests.RequestException as e:
+            last = type(e).__name__
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s (last: {last})")
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGINT (what Ctrl-C sends), then SIGKILL if it lingers; the whole process group."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+
+
+@contextlib.contextmanager
+def backend_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`protoscope serve` on a free port with `data_dir`; yields its base URL.
+
+    Its output goes to `data_dir/../backend.log` (a pipe nobody reads would fill and block it).
+    """
+    log = data_dir.parent / f"backend-{data_dir.name}.log"
+    port = free_port()
+    cmd = [sys.executable, "-m", "models.cli", "serve", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--data", str(data_dir)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", timeout=60, proc=proc, log=log)
+        yield url
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def frontend_server(api_url: str, log: Path) -> Iterator[str]:
+    """`streamlit run frontend/app.py` headless on a free port, talking to `api_url`."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "frontend" / "app.py")]
+    cmd += ["--server.headless", "true", "--server.port", str(port)]
+    cmd += ["--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "PROTOSCOPE_API": api_url},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/_stcore/health", timeout=60, proc=proc, log=log)
+        yield url
+    finally:
+        stop(proc)
