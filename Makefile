@@ -28,8 +28,7 @@ endif
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m models.cli train --method swav --dataset shapes --max-minutes 5 \
-		--out runs/demo-swav-$$(date +%Y%m%d-%H%M%S)
+	$(PY) scripts/demo.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,168 @@
+"""`make demo`: the backend, the app, and two live runs on `shapes` — one healthy, one collapsing.
+
+Starts `protoscope serve` and `streamlit run frontend/app.py` on 127.0.0.1, asks the backend for
+a default SwAV run and the same run with equipartition off (the teaching case: it collapses to
+one prototype within a minute), prints the app's URL on a line of its own, and on Ctrl-C stops
+the runs and both servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEMO_RUNS = [
+    {"name": "demo: SwAV (default)", "method": "swav", "dataset": "shapes"},
+    {
+        "name": "demo: SwAV, equipartition off (collapses)",
+        "method": "swav",
+        "dataset": "shapes",
+        "equipartition": False,
+    },
+]
+
+
+def port_or_free(preferred: int) -> int:
+    """`preferred` when nothing listens there, else any free port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"demo: {proc.args[2:4]} exited with {proc.returncode}; see the log")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"demo: {url} did not answer within {timeout:.0f} s")
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="protoscope-data", help="the backend's data folder")
+    ap.add_argument("--backend-port", type=int, default=8000)
+    ap.add_argument("--port", type=int, default=8501, help="the app's port")
+    ap.add_argument("--minutes", type=float, default=10.0, help="training budget of each run")
+    ap.add_argument("--no-runs", action="store_true", help="start the servers only")
+    args = ap.parse_args()
+
+    data = Path(args.data).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    logs = data / "logs"
+    logs.mkdir(exist_ok=True)
+    bport, fport = port_or_free(args.backend_port), port_or_free(args.port)
+    api = f"http://127.0.0.1:{bport}"
+    app = f"http://127.0.0.1:{fport}"
+    py = sys.executable
+
+    # Both demo runs train at once, side by side.
+    backend_env = {"PROTOSCOPE_MAX_CONCURRENT_RUNS": "2"}
+    backend = start(
+        [
+            py,
+            "-m",
+            "models.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(bport),
+            "--data",
+            str(data),
+        ],
+        backend_env,
+        logs / "backend.log",
+    )
+    frontend = None
+    try:
+        print(f"demo: starting the backend on {api} (log: {logs / 'backend.log'})", flush=True)
+        wait_http(f"{api}/health", backend)
+        if not args.no_runs:
+            for body in DEMO_RUNS:
+                r = requests.post(
+                    f"{api}/runs", json={**body, "max_minutes": args.minutes}, timeout=30
+                )
+                if r.status_code >= 400:
+                    raise SystemExit(f"demo: the backend refused {body['name']!r}: {r.text}")
+                print(f"demo: started run {r.json()['id']}: {body['name']}", flush=True)
+        frontend = start(
+            [
+                py,
+                "-m",
+                "streamlit",
+                "run",
+                str(ROOT / "frontend" / "app.py"),
+                "--server.headless",
+                "true",
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                str(fport),
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            {"PROTOSCOPE_API": api},
+            logs / "frontend.log",
+        )
+        wait_http(f"{app}/_stcore/health", frontend)
+        print("demo: open this in a browser (Ctrl-C stops everything):", flush=True)
+        print(app, flush=True)
+        while backend.poll() is None and frontend.poll() is None:
+            time.sleep(0.5)
+        print("demo: a server stopped on its own; see the logs in " + str(logs), flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo: stopping…", flush=True)
+        return 0
+    finally:
+        if frontend is not None:
+            stop(frontend)
+        stop(backend)  # the backend stops its training processes on shutdown
+        print("demo: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
