@@ -312,6 +312,60 @@ def _cmd_diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return 0
 
 
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two checkpoints on the same images",
+        description="Cluster agreement (Hungarian matching), NMI, ARI, prototypes that gained or "
+        "lost images, metric deltas and Procrustes-aligned maps; printed as JSON.",
+    )
+    p.add_argument("a", help="first checkpoint")
+    p.add_argument("b", help="second checkpoint")
+    p.add_argument("--dataset", help="data set to compare on (default: A's own)")
+    p.add_argument("--data-root", help="folder of cifar10 / stl10 / imagefolder data")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--max-images", type=int, default=2000, help="the first N images (2000)")
+    p.add_argument("--with-maps", action="store_true", help="include both maps' points")
+
+
+def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from models.checkpoints import CheckpointError
+    from models.compare import compare_checkpoints
+    from models.data import DatasetError
+
+    if args.max_images < 1:
+        _fail(parser, f"--max-images must be ≥ 1, got {args.max_images}")
+    for path in (args.a, args.b):
+        if not Path(path).is_file():
+            _fail(parser, f"{path}: no such checkpoint file")
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"compare: {100 * fraction:3.0f} % {message}", file=sys.stderr, flush=True)
+
+    try:
+        result = compare_checkpoints(
+            args.a,
+            args.b,
+            dataset=args.dataset,
+            data_root=args.data_root,
+            split=args.split,
+            max_images=args.max_images,
+            progress=progress if sys.stderr.isatty() else None,
+        )
+    except (CheckpointError, DatasetError) as e:
+        _fail(parser, str(e))
+    except KeyboardInterrupt:
+        print("protoscope compare: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a failure while computing: one line, never a traceback
+        print(f"protoscope compare: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if not args.with_maps:
+        result = {k: v for k, v in result.items() if k not in ("map_a", "map_b")}
+    print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protoscope", description="A workbench for clustering-based contrastive learning."
@@ -319,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_diagnose(sub)
+    _add_compare(sub)
     return parser
 
 
@@ -330,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_train(sub_parser, args)
     if args.command == "diagnose":
         return _cmd_diagnose(sub_parser, args)
+    if args.command == "compare":
+        return _cmd_compare(sub_parser, args)
     _fail(parser, f"unknown command {args.command!r}")
     return 2
 

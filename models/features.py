@@ -7,14 +7,19 @@ point on a plot can always be traced back to the picture.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from models.augment import Normalize
+from models.checkpoints import LoadedModel
+from models.config import DataConfig, TrainConfig
 from models.data import ImageSet, dataset_mean_std
 from models.method import MethodModule
 
@@ -113,3 +118,64 @@ def extract_features(
         indices=torch.arange(n, dtype=torch.long),
     )
 
+
+
+@dataclass
+class Inputs:
+    """A checkpoint, the data it is analysed on, and its features there."""
+
+    loaded: LoadedModel
+    data: DataConfig
+    images: ImageSet
+    features: Features
+
+
+def load_inputs(
+    checkpoint: str | Path,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    split: str = "test",
+    max_images: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> Inputs:
+    """Load `checkpoint`, its data set (or `dataset` / `data_root` instead) and the features.
+
+    Raises CheckpointError, DatasetError, or ValueError for bad arguments.
+    """
+    from models.checkpoints import load_model
+    from models.data import load_dataset
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be ≥ 1 or None, got {max_images}")
+    report = progress or (lambda f, m: None)
+    report(0.0, "loading checkpoint")
+    loaded = load_model(checkpoint)
+    update = {k: v for k, v in (("name", dataset), ("root", data_root)) if v is not None}
+    data_cfg = loaded.config.data.model_copy(update=update)
+    report(0.1, f"loading {data_cfg.name} ({split})")
+    images = load_dataset(data_cfg, split)  # type: ignore[arg-type]
+    if len(images) == 0:
+        raise ValueError(f"the {split} split of {data_cfg.name} holds no images")
+    report(0.2, "features")
+    feats = extract_features(loaded.model, images, data_cfg.name, max_images=max_images)
+    return Inputs(loaded, data_cfg, images, feats)
+
+
+def temperature_of(config: TrainConfig) -> float:
+    """The softmax temperature of a method's predictions over its prototypes."""
+    if config.method == "swav":
+        return float(config.swav.temperature)
+    if config.method == "pcl":
+        return float(config.pcl.temperature)
+    return 1.0
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Content hash of a file, read in chunks (checkpoints can be hundreds of MB)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
