@@ -2,8 +2,12 @@
 
 Clusters are matched one-to-one by the Hungarian algorithm on their contingency table
 (scipy's linear_sum_assignment); agreement is the share of images whose cluster in A is matched
-to their cluster in B. The two 2-D maps are aligned by Procrustes (B rotated, scaled and
-shifted onto A), and the remaining disparity is the drift score: 0 for identical geometry.
+to their cluster in B. Each checkpoint gets its own 2-D map (UMAP, as in `embedding_map`); B's
+is aligned onto A's by Procrustes (rotation/reflection, scale, shift), and the remaining
+disparity is the drift score: 0 for identical geometry, near 1 for unrelated maps.
+
+Both models see exactly the same images: A's data set (or the one named) is loaded once and
+B's features are taken on that very image set.
 """
 
 from __future__ import annotations
@@ -15,23 +19,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.features import Features, load_inputs
+from models.config import DataConfig
+from models.embedding_map import (
+    cache_key,
+    cached_arrays,
+    checkpoint_hash,
+    default_cache_dir,
+    umap_2d,
+)
+from models.features import Features, extract_features, load_inputs
 
-DEFAULT_K = 10  # k-means K for models without prototypes when the other has none either
-TOP_CHANGES = 20  # prototypes listed as having gained or lost the most images
+DEFAULT_K = 10  # k-means K when neither model has prototypes and the data set has no classes
+TOP_CHANGES = 20  # clusters listed as having gained or lost the most images
+KMEANS_ITERS = 25
+
+Progress = Callable[[float, str], None]
+Matching = list[tuple[int, int, int]]
 
 
-def _ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct values and each entry's position among them."""
-    values, inverse = np.unique(np.asarray(labels), return_inverse=True)
-    return values, inverse
-
-
-def match_clusters(a: np.ndarray, b: np.ndarray) -> tuple[list[tuple[int, int, int]], float]:
+# --- clusterings ------------------------------------------------------------------------------
+def match_clusters(a: np.ndarray, b: np.ndarray) -> tuple[Matching, float]:
     """Hungarian matching of A's clusters to B's: ([(cluster_a, cluster_b, shared)], agreement).
 
     Cluster ids may be any integers and the two sides may have different numbers of clusters;
-    unmatched clusters simply count as disagreement.
+    images in unmatched clusters count as disagreement. Pairs come sorted by shared count.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -40,31 +51,25 @@ def match_clusters(a: np.ndarray, b: np.ndarray) -> tuple[list[tuple[int, int, i
         raise ValueError(f"assignments differ in length: {a.shape} vs {b.shape}")
     if a.size == 0:
         return [], 1.0
-    va, ia = _ids(a)
-    vb, ib = _ids(b)
+    va, ia = np.unique(a, return_inverse=True)
+    vb, ib = np.unique(b, return_inverse=True)
     table = np.zeros((va.size, vb.size), dtype=np.int64)
     np.add.at(table, (ia, ib), 1)
     rows, cols = linear_sum_assignment(table, maximize=True)
     pairs = [(int(va[r]), int(vb[c]), int(table[r, c])) for r, c in zip(rows, cols, strict=True)]
-    pairs.sort(key=lambda p: -p[2])
+    pairs.sort(key=lambda p: (-p[2], p[0]))
     return pairs, float(sum(p[2] for p in pairs) / a.size)
 
 
-def gained_lost(
-    a: np.ndarray, b: np.ndarray, matching: list[tuple[int, int, int]]
-) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
-    """A's clusters whose matched B cluster holds more (gained) or fewer (lost) images.
-
-    An A cluster with no partner in B lost all its images.
-    """
-    count_a = dict(zip(*np.unique(a, return_counts=True), strict=True))
+def cluster_changes(a: np.ndarray, b: np.ndarray, matching: Matching) -> list[dict[str, int]]:
+    """For every cluster of A: its size, its partner in B (-1: none) and the partner's size."""
     count_b = dict(zip(*np.unique(b, return_counts=True), strict=True))
     partner = {ca: cb for ca, cb, _ in matching}
-    changes = []
-    for ca, n_a in count_a.items():
+    out = []
+    for ca, n_a in zip(*np.unique(a, return_counts=True), strict=True):
         cb = partner.get(int(ca))
         n_b = int(count_b.get(cb, 0)) if cb is not None else 0
-        changes.append(
+        out.append(
             {
                 "cluster_a": int(ca),
                 "cluster_b": -1 if cb is None else int(cb),
@@ -73,16 +78,84 @@ def gained_lost(
                 "change": n_b - int(n_a),
             }
         )
+    return out
+
+
+def gained_lost(
+    a: np.ndarray, b: np.ndarray, matching: Matching, top: int = TOP_CHANGES
+) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
+    """A's clusters whose matched B cluster holds more (gained) or fewer (lost) images.
+
+    Largest changes first, at most `top` of each; an A cluster without a partner lost all.
+    """
+    changes = cluster_changes(a, b, matching)
     gained = sorted((c for c in changes if c["change"] > 0), key=lambda c: -c["change"])
     lost = sorted((c for c in changes if c["change"] < 0), key=lambda c: c["change"])
-    return gained[:TOP_CHANGES], lost[:TOP_CHANGES]
+    return gained[:top], lost[:top]
 
 
+def kmeans_assignments(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Spherical-ish k-means (faiss) of the L2-normalised rows of x: (N,) cluster ids.
+
+    K is clipped to [2, N // 2] so every cluster can hold at least two points.
+    """
+    import faiss
+
+    z = torch.nn.functional.normalize(torch.as_tensor(np.asarray(x, np.float32)), dim=1)
+    z_np = np.ascontiguousarray(z.numpy())
+    k = max(1, min(k, z_np.shape[0] // 2)) if z_np.shape[0] >= 4 else 1
+    if k == 1:
+        return np.zeros(z_np.shape[0], dtype=np.int64)
+    km = faiss.Kmeans(z_np.shape[1], k, niter=KMEANS_ITERS, seed=seed, verbose=False)
+    km.train(z_np)
+    return km.index.search(z_np, 1)[1][:, 0].astype(np.int64)
+
+
+def num_prototypes(features: Features, method: str) -> int | None:
+    """K of a model's prototypes; None without (the supervised baseline's classes are not)."""
+    if method == "supervised" or features.logits is None or features.logits.shape[1] == 0:
+        return None
+    return int(features.logits.shape[1])
+
+
+def assignments(features: Features, method: str, k: int, seed: int = 0) -> np.ndarray:
+    """Argmax over the prototypes, or k-means (K = k) of the backbone features without them."""
+    if num_prototypes(features, method) is not None:
+        assert features.logits is not None
+        return features.logits.argmax(dim=1).numpy().astype(np.int64)
+    return kmeans_assignments(features.backbone.numpy(), k, seed)
+
+
+def compare_clusterings(assign_a: np.ndarray, assign_b: np.ndarray) -> dict[str, Any]:
+    """Agreement after Hungarian matching, NMI, ARI, the matching and who gained or lost.
+
+    Pure: two (N,) arrays of cluster ids of the same images, in the same order.
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    a, b = np.asarray(assign_a), np.asarray(assign_b)
+    matching, agreement = match_clusters(a, b)
+    gained, lost = gained_lost(a, b, matching)
+    return {
+        "num_images": int(a.size),
+        "num_clusters_a": int(np.unique(a).size),
+        "num_clusters_b": int(np.unique(b).size),
+        "agreement": agreement,
+        "nmi": float(normalized_mutual_info_score(a, b)),
+        "ari": float(adjusted_rand_score(a, b)),
+        "matching": [list(p) for p in matching],
+        "gained": gained,
+        "lost": lost,
+    }
+
+
+# --- maps -------------------------------------------------------------------------------------
 def procrustes_align(map_a: np.ndarray, map_b: np.ndarray) -> tuple[np.ndarray, float]:
-    """B's map rotated, scaled and shifted onto A's (in A's coordinates), and the disparity.
+    """B's map rotated (or mirrored), scaled and shifted onto A's, in A's frame; the disparity.
 
     The disparity is scipy's: the sum of squared differences after both are centred and scaled
-    to unit norm, so it lies in [0, 1] whatever the maps' scales.
+    to unit norm, so it lies in [0, 1] whatever the maps' scales. Mirroring is allowed because
+    UMAP's orientation is arbitrary.
     """
     from scipy.spatial import procrustes
 
@@ -91,41 +164,75 @@ def procrustes_align(map_a: np.ndarray, map_b: np.ndarray) -> tuple[np.ndarray, 
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"maps must have the same (N, 2) shape: {a.shape} vs {b.shape}")
     if a.shape[0] < 3 or np.allclose(a, a[0]) or np.allclose(b, b[0]):
+        # scipy cannot scale a single point to unit norm; such maps carry no geometry.
         return b.copy(), 0.0 if np.allclose(a, b) else 1.0
     _, aligned, disparity = procrustes(a, b)
     # Back into A's frame: procrustes centred A and scaled it to unit Frobenius norm.
     mean_a = a.mean(axis=0)
-    norm_a = np.linalg.norm(a - mean_a)
-    return aligned * norm_a + mean_a, float(disparity)
+    return aligned * np.linalg.norm(a - mean_a) + mean_a, float(disparity)
 
 
-def _assignments(feats: Features, method: str, k: int, seed: int = 0) -> np.ndarray:
-    """Argmax over the prototypes, or k-means (faiss) clusters of the embedding without them."""
-    if feats.logits is not None and method != "supervised":
-        return feats.logits.argmax(dim=1).numpy()
-    import faiss
+def map_pair(
+    a: str | Path,
+    b: str | Path,
+    features_a: Features,
+    features_b: Features,
+    cache_dir: Path,
+    seed: int = 0,
+    **key: Any,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Both maps (B's aligned onto A's) and the disparity; each map cached on disk.
 
-    x = torch.nn.functional.normalize(feats.backbone, dim=1).numpy().astype(np.float32)
-    k = max(2, min(k, x.shape[0] // 2))
-    km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False)
-    km.train(x)
-    return km.index.search(x, 1)[1][:, 0].astype(np.int64)
+    A map's cache key is its checkpoint's hash, `seed` and `key` (the images it was taken on).
+    """
+
+    def xy(checkpoint: str | Path, features: Features) -> np.ndarray:
+        name = cache_key(checkpoint_hash(checkpoint), kind="compare", seed=seed, **key)
+
+        def compute() -> dict[str, np.ndarray]:
+            return {"xy": umap_2d(features.backbone.numpy(), seed=seed)}
+
+        return cached_arrays(cache_dir / f"cmp-{name}.npz", compute)[0]["xy"]
+
+    xy_a = xy(a, features_a)
+    aligned_b, disparity = procrustes_align(xy_a, xy(b, features_b))
+    return xy_a, aligned_b, disparity
 
 
+def _points(indices: torch.Tensor, xy: np.ndarray, assign: np.ndarray) -> list[dict[str, Any]]:
+    return [
+        {"index": int(i), "x": float(x), "y": float(y), "cluster": int(c)}
+        for i, (x, y), c in zip(indices.tolist(), xy, assign, strict=True)
+    ]
+
+
+# --- metrics ----------------------------------------------------------------------------------
 def _numeric(report: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in report.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and v is not None
+        if isinstance(v, int | float) and not isinstance(v, bool)
     }
 
 
 def metric_deltas(report_a: dict[str, Any], report_b: dict[str, Any]) -> dict[str, dict]:
-    """{metric: {a, b, delta}} for every numeric scalar both reports hold."""
+    """{metric: {a, b, delta = b − a}} for every numeric scalar both reports hold."""
     na, nb = _numeric(report_a), _numeric(report_b)
     return {k: {"a": na[k], "b": nb[k], "delta": nb[k] - na[k]} for k in sorted(na.keys() & nb)}
 
 
+def _data_warnings(data_a: DataConfig, data_b: DataConfig) -> list[str]:
+    """Where B's own version of the data set differs from the images both were compared on."""
+    differ = [f for f in ("seed", "image_size") if getattr(data_a, f) != getattr(data_b, f)]
+    if data_a.name != data_b.name or not differ:
+        return []
+    return [
+        f"B was trained with a different data.{'/'.join(differ)}: clusters and maps use A's "
+        "images for both, but each checkpoint's diagnostics (metric_deltas) use its own"
+    ]
+
+
+# --- the entry point --------------------------------------------------------------------------
 def compare_checkpoints(
     a: str | Path,
     b: str | Path,
@@ -134,78 +241,59 @@ def compare_checkpoints(
     split: str = "test",
     max_images: int | None = 2000,
     cache_dir: str | Path | None = None,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Agreement, NMI, ARI, matched clusters, gained/lost, metric deltas and aligned maps.
 
     Both checkpoints are evaluated on the same images: `dataset` / `data_root`, else the data
-    set A was trained on.
+    set A was trained on. Models without prototypes are clustered by k-means (faiss) with the
+    other model's K, else the number of classes, else DEFAULT_K. `metric_deltas` holds
+    b − a of every numeric scalar of the two `diagnose_checkpoint` reports. Raises
+    CheckpointError, DatasetError, or ValueError for bad arguments.
     """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
+    from models.checkpoints import load_model
     from models.diagnostics import diagnose_checkpoint
-    from models.embedding_map import embedding_map
 
     report = progress or (lambda f, m: None)
 
-    def part(lo: float, hi: float) -> Callable[[float, str], None]:
+    def part(lo: float, hi: float) -> Progress:
         return lambda f, m: report(lo + (hi - lo) * f, m)
 
-    report(0.0, "loading A")
+    checkpoint_hash(b)  # fail on a missing B before the slow part
     ia = load_inputs(a, dataset, data_root, split, max_images, part(0.0, 0.1))
-    dataset, data_root = ia.data.name, ia.data.root
-    ib = load_inputs(b, dataset, data_root, split, max_images, part(0.1, 0.2))
-    if ia.features.num_images != ib.features.num_images:
-        raise ValueError("the two checkpoints were evaluated on different numbers of images")
-    ka = ia.features.logits.shape[1] if ia.features.logits is not None else None
-    kb = ib.features.logits.shape[1] if ib.features.logits is not None else None
-    k_default = ka or kb or DEFAULT_K
-    assign_a = _assignments(ia.features, ia.loaded.config.method, k_default)
-    assign_b = _assignments(ib.features, ib.loaded.config.method, kb or k_default)
-    matching, agreement = match_clusters(assign_a, assign_b)
-    gained, lost = gained_lost(assign_a, assign_b, matching)
-    report(0.25, "diagnostics of A and B")
-    diag_a = diagnose_checkpoint(a, dataset, data_root, split, max_images, None, part(0.25, 0.4))
-    diag_b = diagnose_checkpoint(b, dataset, data_root, split, max_images, None, part(0.4, 0.55))
-    report(0.55, "maps")
-    kwargs = {"split": split, "max_images": max_images, "cache_dir": cache_dir}
-    map_a = embedding_map(a, dataset, data_root, progress=part(0.55, 0.75), **kwargs)
-    map_b = embedding_map(b, dataset, data_root, progress=part(0.75, 0.95), **kwargs)
-    xy_a = np.array([[p["x"], p["y"]] for p in map_a["points"]])
-    xy_b = np.array([[p["x"], p["y"]] for p in map_b["points"]])
-    aligned_b, disparity = procrustes_align(xy_a, xy_b)
+    report(0.1, "features of B")
+    loaded_b = load_model(b)
+    fa = ia.features
+    fb = extract_features(loaded_b.model, ia.images, ia.data.name, max_images=max_images)
+    method_a, method_b = ia.loaded.config.method, loaded_b.config.method
+    ka, kb = num_prototypes(fa, method_a), num_prototypes(fb, method_b)
+    k_fallback = len(ia.images.classes or []) or DEFAULT_K
+    assign_a = assignments(fa, method_a, ka or kb or k_fallback)
+    assign_b = assignments(fb, method_b, kb or ka or k_fallback)
+
+    report(0.2, "diagnostics of A and B")
+    name, root = ia.data.name, ia.data.root
+    diag_a = diagnose_checkpoint(a, name, root, split, max_images, progress=part(0.2, 0.4))
+    diag_b = diagnose_checkpoint(b, name, root, split, max_images, progress=part(0.4, 0.6))
+
+    report(0.6, "maps")
+    key = {"data": ia.data.model_dump(), "split": split, "max_images": max_images}
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    xy_a, xy_b, disparity = map_pair(a, b, fa, fb, folder, **key)
     report(1.0, "done")
-
-    def points(m: dict[str, Any], xy: np.ndarray, assign: np.ndarray) -> list[dict[str, Any]]:
-        return [
-            {
-                "index": p["index"],
-                "x": float(x),
-                "y": float(y),
-                "label": p["label"],
-                "cluster": int(c),
-            }
-            for p, (x, y), c in zip(m["points"], xy, assign, strict=True)
-        ]
-
     return {
         "a": str(a),
         "b": str(b),
-        "dataset": dataset,
+        "dataset": name,
         "split": split,
-        "num_images": int(assign_a.size),
-        "agreement": agreement,
-        "nmi": float(normalized_mutual_info_score(assign_a, assign_b)),
-        "ari": float(adjusted_rand_score(assign_a, assign_b)),
+        "clustering_a": "prototypes" if ka else "kmeans",
+        "clustering_b": "prototypes" if kb else "kmeans",
+        **compare_clusterings(assign_a, assign_b),
         "disparity": disparity,
-        "num_clusters_a": int(np.unique(assign_a).size),
-        "num_clusters_b": int(np.unique(assign_b).size),
-        "matching": [list(p) for p in matching],
-        "gained": gained,
-        "lost": lost,
         "metric_deltas": metric_deltas(diag_a, diag_b),
         "verdict_a": diag_a.get("verdict"),
         "verdict_b": diag_b.get("verdict"),
-        "map_a": points(map_a, xy_a, assign_a),
-        "map_b": points(map_b, aligned_b, assign_b),
+        "warnings": _data_warnings(ia.data, loaded_b.config.data),
+        "map_a": _points(fa.indices, xy_a, assign_a),
+        "map_b": _points(fb.indices, xy_b, assign_b),
     }

@@ -5,8 +5,8 @@ UMAP is fitted on at most `max_fit` points (a seeded random subset) and places t
 set index, so a point on a plot always leads back to its image.
 
 Results are cached as .npz files (never pickle) keyed by the checkpoint's content hash, the
-data set, split and every parameter; a second request for the same map reads the file and does
-not touch the model.
+data set, split, image cap and every map parameter; a second request for the same map reads the
+file and does not touch the model.
 """
 
 from __future__ import annotations
@@ -23,27 +23,33 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from models.features import file_sha256, load_inputs, temperature_of
+from models.features import Features, file_sha256, load_inputs, temperature_of
 
 # numba-compiled UMAP is not re-entrant: two maps computed at once in one process (two HTTP
-# requests, say) can crash or corrupt each other. One process-wide lock is the only module
+# requests, say) can crash or corrupt each other. This process-wide lock is the only module
 # state here, and it exists for that reason alone.
 _UMAP_LOCK = threading.Lock()
 
-CACHE_VERSION = 1  # bump when the cached content changes meaning
-PCA_DIMS = 50
+CACHE_VERSION = 2  # bump when the cached content changes meaning
+PCA_DIMS = 50  # UMAP's neighbour search is faster and steadier on ≤ 50 principal components
+MIN_UMAP_POINTS = 4  # below this there is no neighbourhood graph: principal components instead
+
+Progress = Callable[[float, str], None]
+Arrays = dict[str, np.ndarray]
 
 
-def default_cache_dir() -> Path:
-    """$PROTOSCOPE_CACHE/umap, else ~/.cache/protoscope/umap."""
-    base = os.environ.get("PROTOSCOPE_CACHE")
-    root = Path(base) if base else Path.home() / ".cache" / "protoscope"
-    return root / "umap"
+def _quiet(fraction: float, message: str) -> None:
+    """The progress callback of callers that pass none."""
 
 
+# --- the numerical core ---------------------------------------------------------------------
 def pca_reduce(x: np.ndarray, max_dims: int = PCA_DIMS, seed: int = 0) -> np.ndarray:
-    """PCA to at most `max_dims` dimensions (UMAP's neighbour search is faster and steadier)."""
+    """(N, D) → (N, min(D, N, max_dims)) principal components, float32.
+
+    Inputs that are already narrow enough are returned unchanged (as float32).
+    """
     from sklearn.decomposition import PCA
 
     x = np.asarray(x, dtype=np.float32)
@@ -53,8 +59,22 @@ def pca_reduce(x: np.ndarray, max_dims: int = PCA_DIMS, seed: int = 0) -> np.nda
     return PCA(n_components=dims, random_state=seed).fit_transform(x).astype(np.float32)
 
 
+def fit_subset(n: int, max_fit: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of the ≤ max_fit points UMAP is fitted on (seeded, without repeats)."""
+    if max_fit < 2:
+        raise ValueError(f"max_fit must be ≥ 2, got {max_fit}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(n, max_fit), replace=False))
+
+
+def _first_two_components(reduced: np.ndarray) -> np.ndarray:
+    out = np.zeros((reduced.shape[0], 2), dtype=np.float32)
+    out[:, : min(2, reduced.shape[1])] = reduced[:, :2]
+    return out
+
+
 def umap_2d(
-    x: np.ndarray,
+    features: np.ndarray,
     max_fit: int = 5000,
     n_neighbors: int = 15,
     min_dist: float = 0.1,
@@ -62,72 +82,172 @@ def umap_2d(
 ) -> np.ndarray:
     """(N, D) features → (N, 2) coordinates: PCA, UMAP fitted on ≤ max_fit points, transform.
 
-    Tiny inputs (fewer than 4 points) get their first two principal components instead, since
-    UMAP needs a neighbourhood graph.
+    Row i of the result belongs to row i of `features`. Seeded: the same input and parameters
+    give the same map, which the cache and the checkpoint comparison rely on. Fewer than
+    MIN_UMAP_POINTS points get their first two principal components, and identical points
+    (a fully collapsed embedding) all sit at the origin: UMAP would scatter them at random and
+    invent structure that is not there.
     """
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("features contain NaN or infinite values (did training diverge?)")
     if max_fit < 2:
         raise ValueError(f"max_fit must be ≥ 2, got {max_fit}")
-    x = np.asarray(x, dtype=np.float32)
     n = x.shape[0]
-    if n == 0:
-        return np.zeros((0, 2), dtype=np.float32)
+    if n == 0 or x.shape[1] == 0 or np.ptp(x, axis=0).max() == 0.0:
+        return np.zeros((n, 2), dtype=np.float32)
     reduced = pca_reduce(x, seed=seed)
-    if n < 4:
-        out = np.zeros((n, 2), dtype=np.float32)
-        out[:, : min(2, reduced.shape[1])] = reduced[:, :2]
-        return out
-    import umap  # imported here: numba's start-up cost is paid only by callers that map
+    if n < MIN_UMAP_POINTS:
+        return _first_two_components(reduced)
+    return _fit_transform(reduced, fit_subset(n, max_fit, seed), n_neighbors, min_dist, seed)
 
-    rng = np.random.default_rng(seed)
-    fit_idx = np.sort(rng.choice(n, size=min(n, max_fit), replace=False))
+
+def _fit_transform(
+    reduced: np.ndarray, fit_idx: np.ndarray, n_neighbors: int, min_dist: float, seed: int
+) -> np.ndarray:
+    """UMAP fitted on reduced[fit_idx]; every other row placed by `transform`."""
+    with warnings.catch_warnings():
+        # umap-learn announces its optional TensorFlow-based ParametricUMAP, unused here.
+        warnings.filterwarnings("ignore", message="Tensorflow not installed")
+        import umap  # imported here: numba's start-up cost is paid only by callers that map
+
     model = umap.UMAP(
         n_components=2,
         n_neighbors=max(2, min(n_neighbors, len(fit_idx) - 1)),
         min_dist=min_dist,
+        # random_state makes UMAP single-threaded; on 2 cores that costs little and makes the
+        # maps reproducible.
         random_state=seed,
-        # random_state makes UMAP single-threaded; on 2 cores that costs little and makes maps
-        # reproducible, which the cache and the comparison rely on.
     )
-    coords = np.zeros((n, 2), dtype=np.float32)
+    coords = np.zeros((reduced.shape[0], 2), dtype=np.float32)
+    rest = np.setdiff1d(np.arange(reduced.shape[0]), fit_idx)
     with _UMAP_LOCK, warnings.catch_warnings():
-        # "n_jobs overridden by setting random_state": expected, see the comment above.
+        # "n_jobs value 1 overridden to 1 by setting random_state": expected, see above.
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
         coords[fit_idx] = model.fit_transform(reduced[fit_idx])
-        rest = np.setdiff1d(np.arange(n), fit_idx)
         if rest.size:
             coords[rest] = model.transform(reduced[rest])
     return coords
 
 
-def cache_key(checkpoint_hash: str, **params: Any) -> str:
-    blob = json.dumps({"v": CACHE_VERSION, "ckpt": checkpoint_hash, **params}, sort_keys=True)
+def point_metadata(
+    logits: Tensor, phi: Tensor | None, temperature: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image from (N, K) logits: (cluster, confidence, phi), missing φ as NaN.
+
+    cluster = argmax of the logits, confidence = max of softmax(logits / temperature), phi =
+    the φ of that cluster when `phi` (K,) is given (PCL).
+    """
+    probs = torch.softmax(logits.float() / temperature, dim=1)
+    conf, arg = probs.max(dim=1)
+    cluster = arg.numpy().astype(np.int64)
+    if phi is not None and phi.shape[0] == logits.shape[1]:
+        phi_of = phi.float().numpy()[cluster]
+    else:
+        phi_of = np.full(cluster.shape[0], np.nan)
+    return cluster, conf.numpy().astype(np.float32), phi_of.astype(np.float32)
+
+
+def map_arrays(
+    features: Features,
+    temperature: float,
+    max_fit: int = 5000,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+) -> Arrays:
+    """The map of `features.backbone` and each point's metadata, as arrays aligned by row."""
+    n = features.num_images
+    logits = features.logits
+    if logits is not None and logits.shape[1] > 0:
+        cluster, confidence, phi = point_metadata(logits, features.phi, temperature)
+    else:  # no prototypes (PCL before its first E-step): -1 / NaN read back as None
+        cluster, confidence, phi = np.full(n, -1), np.full(n, np.nan), np.full(n, np.nan)
+    labels = features.labels
+    return {
+        "index": features.indices.numpy().astype(np.int64),
+        "xy": umap_2d(features.backbone.numpy(), max_fit, n_neighbors, min_dist, seed),
+        "label": labels.numpy().astype(np.int64) if labels is not None else np.full(n, -1),
+        "cluster": cluster.astype(np.int64),
+        "confidence": confidence.astype(np.float32),
+        "phi": phi.astype(np.float32),
+    }
+
+
+# --- the cache --------------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """$PROTOSCOPE_CACHE/umap, else ~/.cache/protoscope/umap."""
+    base = os.environ.get("PROTOSCOPE_CACHE")
+    root = Path(base) if base else Path.home() / ".cache" / "protoscope"
+    return root / "umap"
+
+
+def checkpoint_hash(checkpoint: str | Path) -> str:
+    """sha256 of the checkpoint file's bytes; CheckpointError when there is no such file."""
+    from models.checkpoints import CheckpointError
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    return file_sha256(path)
+
+
+def cache_key(checkpoint_sha256: str, **params: Any) -> str:
+    """A file-name-safe key over the checkpoint's hash and every parameter (JSON-able values)."""
+    blob = json.dumps({"v": CACHE_VERSION, "ckpt": checkpoint_sha256, **params}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic write: a crash mid-write leaves no half file for the next reader."""
+def save_arrays(path: Path, arrays: Arrays) -> None:
+    """Atomic .npz write: a crash mid-write leaves no half file for the next reader."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with tmp.open("wb") as f:
         np.savez(f, **arrays)
     os.replace(tmp, path)
 
 
-def _load(path: Path) -> dict[str, np.ndarray] | None:
+def load_arrays(path: Path) -> Arrays | None:
+    """The cached arrays, or None when the entry is missing or damaged (it is recomputed)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError):
-        return None  # a damaged cache entry is recomputed, not trusted
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
 
 
-def _points(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    def opt_int(v: int) -> int | None:
+def cached_arrays(path: Path, compute: Callable[[], Arrays]) -> tuple[Arrays, bool]:
+    """(arrays, True) from the cache file at `path`, else (compute(), False), saved there."""
+    arrays = load_arrays(path) if path.exists() else None
+    if arrays is not None:
+        return arrays, True
+    arrays = compute()
+    save_arrays(path, arrays)
+    return arrays, False
+
+
+# --- the entry point --------------------------------------------------------------------------
+def points_from(arrays: Arrays) -> list[dict[str, Any]]:
+    """Row-aligned arrays → JSON-able point dicts (-1 / NaN become None)."""
+
+    def opt_int(v: np.integer) -> int | None:
         return int(v) if v >= 0 else None
 
-    def opt_float(v: float) -> float | None:
+    def opt_float(v: np.floating) -> float | None:
         return float(v) if np.isfinite(v) else None
 
+    columns = zip(
+        arrays["index"],
+        arrays["xy"][:, 0],
+        arrays["xy"][:, 1],
+        arrays["label"],
+        arrays["cluster"],
+        arrays["confidence"],
+        arrays["phi"],
+        strict=True,
+    )
     return [
         {
             "index": int(i),
@@ -138,17 +258,17 @@ def _points(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
             "confidence": opt_float(conf),
             "phi": opt_float(p),
         }
-        for i, x, y, lab, c, conf, p in zip(
-            arrays["index"],
-            arrays["xy"][:, 0],
-            arrays["xy"][:, 1],
-            arrays["label"],
-            arrays["cluster"],
-            arrays["confidence"],
-            arrays["phi"],
-            strict=True,
-        )
+        for i, x, y, lab, c, conf, p in columns
     ]
+
+
+def _check_params(max_fit: int, n_neighbors: int, min_dist: float) -> None:
+    if max_fit < 2:
+        raise ValueError(f"max_fit must be ≥ 2, got {max_fit}")
+    if not 2 <= n_neighbors <= 200:
+        raise ValueError(f"n_neighbors must be in [2, 200], got {n_neighbors}")
+    if not 0.0 <= min_dist <= 1.0:
+        raise ValueError(f"min_dist must be in [0, 1], got {min_dist}")
 
 
 def embedding_map(
@@ -162,22 +282,23 @@ def embedding_map(
     min_dist: float = 0.1,
     seed: int = 0,
     cache_dir: str | Path | None = None,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The 2-D map of `checkpoint`'s backbone features on a split, with per-point metadata.
 
     Returns {"points": [{index, x, y, label, cluster, confidence, phi}], "classes", "params",
-    "cached", "seconds", "dataset", "split", "num_points"}: cluster = argmax over the
-    prototypes, confidence = its softmax probability, phi = PCL's φ of that cluster (None
-    where they do not apply).
+    "cached", "seconds", "dataset", "split", "num_points"}: index = the data set index,
+    cluster = argmax over the prototypes (the classifier's classes for the supervised
+    baseline), confidence = its softmax probability at the method's temperature, phi = PCL's
+    φ of that cluster (None where they do not apply). Raises CheckpointError, DatasetError, or
+    ValueError for bad arguments.
     """
     t0 = time.perf_counter()
-    report = progress or (lambda f, m: None)
-    if not 2 <= n_neighbors <= 200:
-        raise ValueError(f"n_neighbors must be in [2, 200], got {n_neighbors}")
-    if not 0.0 <= min_dist <= 1.0:
-        raise ValueError(f"min_dist must be in [0, 1], got {min_dist}")
-    params = {
+    report = progress or _quiet
+    _check_params(max_fit, n_neighbors, min_dist)
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be ≥ 1 or None, got {max_images}")
+    params: dict[str, Any] = {
         "dataset": dataset,
         "data_root": data_root,
         "split": split,
@@ -187,43 +308,28 @@ def embedding_map(
         "min_dist": min_dist,
         "seed": seed,
     }
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     report(0.0, "hashing checkpoint")
-    path = folder / f"map-{cache_key(file_sha256(checkpoint), **params)}.npz"
-    arrays = _load(path) if path.exists() else None
-    cached = arrays is not None
-    if arrays is None:
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = folder / f"map-{cache_key(checkpoint_hash(checkpoint), **params)}.npz"
+
+    def compute() -> Arrays:
         inputs = load_inputs(checkpoint, dataset, data_root, split, max_images, report)
-        feats = inputs.features
-        n = feats.num_images
-        cluster = np.full(n, -1, dtype=np.int64)
-        confidence = np.full(n, np.nan, dtype=np.float32)
-        phi = np.full(n, np.nan, dtype=np.float32)
-        if feats.logits is not None and inputs.loaded.config.method != "supervised":
-            probs = torch.softmax(feats.logits / temperature_of(inputs.loaded.config), dim=1)
-            conf, arg = probs.max(dim=1)
-            cluster, confidence = arg.numpy(), conf.numpy().astype(np.float32)
-            if feats.phi is not None:
-                phi = feats.phi.numpy()[cluster].astype(np.float32)
-        report(0.5, f"UMAP of {n} points")
-        xy = umap_2d(feats.backbone.numpy(), max_fit, n_neighbors, min_dist, seed)
-        classes = inputs.images.classes or []
-        arrays = {
-            "index": feats.indices.numpy(),
-            "xy": xy,
-            "label": feats.labels.numpy() if feats.labels is not None else np.full(n, -1),
-            "cluster": cluster,
-            "confidence": confidence,
-            "phi": phi,
-            "classes": np.array([str(c) for c in classes], dtype=np.str_),
-            "dataset": np.array(inputs.data.name),
+        report(0.5, f"UMAP of {inputs.features.num_images} points")
+        temperature = temperature_of(inputs.loaded.config)
+        arrays = map_arrays(inputs.features, temperature, max_fit, n_neighbors, min_dist, seed)
+        classes = [str(c) for c in inputs.images.classes or []]
+        return {
+            **arrays,
+            "classes": np.array(classes, dtype=np.str_),
+            "dataset": np.array(inputs.data.name, dtype=np.str_),
         }
-        _save(path, arrays)
+
+    arrays, cached = cached_arrays(path, compute)
     report(1.0, "done")
-    classes_out = [str(c) for c in arrays["classes"].tolist()]
+    classes = [str(c) for c in arrays["classes"].tolist()]
     return {
-        "points": _points(arrays),
-        "classes": classes_out or None,
+        "points": points_from(arrays),
+        "classes": classes or None,
         "dataset": str(arrays["dataset"]),
         "split": split,
         "num_points": int(arrays["index"].shape[0]),

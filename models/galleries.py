@@ -44,15 +44,17 @@ def nearest(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 
 def duplicate_of(prototypes: Tensor, threshold: float = DUPLICATE_COSINE) -> list[int | None]:
-    """For each prototype, the lowest-numbered *other* prototype with cosine > threshold."""
+    """For each prototype, the lowest-numbered *other* prototype with cosine > threshold.
+
+    Both members of a pair point at each other: either can be dropped, and a gallery page
+    should show the twin whichever one the user opens.
+    """
     p = torch.as_tensor(_unit(prototypes))
     sim = p @ p.t()
     sim.fill_diagonal_(-2.0)
-    out: list[int | None] = []
-    for row in sim:
-        hits = (row > threshold).nonzero().flatten()
-        out.append(int(hits[0]) if hits.numel() else None)
-    return out
+    close = sim > threshold
+    first = close.float().argmax(dim=1)  # argmax returns the first maximum: the lowest index
+    return [int(j) if hit else None for j, hit in zip(first, close.any(dim=1), strict=True)]
 
 
 def galleries_from(
