@@ -18,6 +18,7 @@ from playwright.sync_api import Page, sync_playwright
 
 PAGES = ["runs", "explore", "prototypes", "diagnose", "compare", "learn"]
 CHROMIUM = "/usr/bin/chromium"
+DEFAULT_PAGE = "runs"
 
 
 def settle(page: Page, timeout_s: float = 60.0) -> None:
@@ -45,7 +46,8 @@ def shoot(app_url: str, out: Path, pages: list[str], width: int, height: int) ->
         )
         page = browser.new_page(viewport={"width": width, "height": height})
         for name in pages:
-            page.goto(f"{app_url.rstrip('/')}/{name}")
+            # The default page (Runs) lives at the root URL; the others at /<name>.
+            page.goto(f"{app_url.rstrip('/')}/{'' if name == DEFAULT_PAGE else name}")
             settle(page)
             path = out / f"{name}.png"
             page.screenshot(path=str(path), full_page=True)
