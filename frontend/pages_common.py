@@ -61,7 +61,9 @@ def choose_checkpoint(
         return None
     by_id = {ck["id"]: ck for ck in ckpts}
     ids = list(by_id)
-    if index and f"_keep_{shared}" not in st.session_state:
+    # A default other than the first, unless the URL (?shared=ID) already names a checkpoint.
+    wanted = st.query_params.get(shared)
+    if index and f"_keep_{shared}" not in st.session_state and wanted not in [str(i) for i in ids]:
         st.session_state[f"_keep_{shared}"] = ids[min(index, len(ids) - 1)]
     chosen = ui.pick(
         label,
@@ -83,12 +85,15 @@ def dataset_of(ckpt: Mapping[str, Any]) -> str:
 
 
 def points_of(answer: Any) -> list[dict[str, Any]]:
-    """Map points as dicts {index, x, y, …} from the embedding answer (rows or columns)."""
+    """Map points as dicts {index, x, y, …}: a list of them (compare's `map_a`), or the
+    embedding answer {points: [{index, x, y, label, cluster, confidence, phi}]} (or columns)."""
+    if isinstance(answer, list):
+        return [dict(p) for p in answer if isinstance(p, Mapping) and "index" in p]
     if not isinstance(answer, Mapping):
         return []
     pts = answer.get("points")
     if isinstance(pts, list):
-        return [dict(p) for p in pts if isinstance(p, Mapping)]
+        return [dict(p) for p in pts if isinstance(p, Mapping) and "index" in p]
     cols = pts if isinstance(pts, Mapping) else answer
     index = cols.get("index") or cols.get("indices")
     xs, ys = cols.get("x"), cols.get("y")

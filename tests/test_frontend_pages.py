@@ -6,10 +6,18 @@ trained through it (no mocks). A `run_every` tick is simulated by calling `.run(
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from streamlit.testing.v1 import AppTest
+
+from tests.servers import backend_server
 
 APP = str(Path(__file__).resolve().parents[1] / "frontend" / "app.py")
 PAGES = ("runs", "explore", "prototypes", "diagnose", "compare", "learn")
@@ -65,3 +73,226 @@ def test_learn_page_reacts_to_its_controls(monkeypatch: pytest.MonkeyPatch) -> N
     table = at.dataframe[-1].value
     assert list(table["Z"]) == [40, 40, 150]
 
+
+# --- against a real backend -------------------------------------------------------------------
+# A tiny SwAV run (16-px shapes, 256 images, width 8): trains in seconds on 2 CPU cores.
+TINY_RUN: dict[str, Any] = {
+    "method": "swav",
+    "dataset": "shapes",
+    "name": "tiny",
+    "epochs": 2,
+    "batch_size": 32,
+    "num_prototypes": 10,
+    "seed": 3,
+    "lr": 0.1,
+    "amp": False,
+    "freeze_prototypes_iters": 2,
+    "overrides": {
+        "data.num_train": 256,
+        "data.image_size": 16,
+        "width": 8,
+        "swav.hidden_dim": 32,
+        "swav.feat_dim": 16,
+        "eval_max_images": 200,
+    },
+}
+RUN_TIMEOUT_S = 120.0
+ANALYSIS_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Backend:
+    url: str
+    run_id: int
+    checkpoint_id: int
+
+
+def _wait_run(url: str, run_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = requests.get(f"{url}/runs/{run_id}", timeout=10).json()
+        if run["status"] == "completed":
+            return run
+        assert run["status"] in ("queued", "running"), run
+        time.sleep(0.5)
+    raise TimeoutError(f"run {run_id} did not complete within {RUN_TIMEOUT_S:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    data = tmp_path_factory.mktemp("frontend-pages") / "data"
+    data.mkdir()
+    with backend_server(data) as url:
+        r = requests.post(f"{url}/runs", json=TINY_RUN, timeout=30)
+        assert r.status_code == 201, r.text
+        run = _wait_run(url, r.json()["id"])
+        ckpt = run["latest_checkpoint_id"]
+        assert isinstance(ckpt, int)
+        # Start the two slow analyses (UMAP) now, exactly as the pages ask for them: they are
+        # computed while the quicker pages are tested.
+        for path in (f"/checkpoints/{ckpt}/embedding", f"/compare?a={ckpt}&b={ckpt}"):
+            assert requests.get(url + path, timeout=30).status_code in (200, 202)
+        yield Backend(url, run["id"], ckpt)
+
+
+def _page(backend: Backend, page: str, monkeypatch: pytest.MonkeyPatch, **query: Any) -> AppTest:
+    at = _app(backend.url, monkeypatch)
+    for key, value in query.items():
+        at.query_params[key] = str(value)
+    return _open(at, page)
+
+
+def _until(at: AppTest, done: Callable[[AppTest], bool], what: str) -> AppTest:
+    """Rerun the page (a poll tick) until `done`: the backend answers 202 while it computes."""
+    deadline = time.monotonic() + ANALYSIS_TIMEOUT_S
+    while not done(at):
+        assert not at.exception, [e.value for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+        assert time.monotonic() < deadline, f"{what} not ready within {ANALYSIS_TIMEOUT_S:.0f} s"
+        time.sleep(1.0)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [s.value for s in at.success] + [w.value for w in at.warning]
+    return "\n".join(str(p) for p in parts)
+
+
+def _errors(at: AppTest) -> list[str]:
+    """Red boxes, except a diagnose verdict (a collapsed checkpoint's verdict is drawn red)."""
+    return [str(e.value) for e in at.error if not str(e.value).startswith("**Verdict:")]
+
+
+def _verdict(at: AppTest) -> str | None:
+    boxes = [*at.success, *at.warning, *at.error]
+    return next((str(b.value) for b in boxes if "Verdict:" in str(b.value)), None)
+
+
+def _until(at: AppTest, done: Callable[[AppTest], bool], what: str) -> AppTest:
+    """Rerun the page (a poll tick) until `done`: the backend answers 202 while it computes."""
+    deadline = time.monotonic() + ANALYSIS_TIMEOUT_S
+    while True:
+        assert not at.exception, [e.value for e in at.exception]
+        assert not _errors(at), _errors(at)
+        if done(at):
+            return at
+        assert time.monotonic() < deadline, f"{what} not ready within {ANALYSIS_TIMEOUT_S:.0f} s"
+        time.sleep(1.0)
+        at.run()
+
+
+def test_runs_page_lists_the_run_and_draws_its_live_charts(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(backend, "runs", monkeypatch, run=backend.run_id)
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value
+    assert list(table["id"]) == [backend.run_id]
+    assert list(table["status"]) == ["completed"] and list(table["name"]) == ["tiny"]
+    assert at.selectbox(key="runs_pick").value == backend.run_id
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Step"] == "16" and metrics["Epoch"] == "2", metrics
+    assert metrics["Active prototypes"].endswith("/ 10"), metrics
+    assert metrics["kNN top-1"].endswith("%"), metrics
+    assert _charts(at) >= 4  # loss, active prototypes, usage heatmap, kNN
+    assert any("Run ended: completed" in i.value for i in at.info)
+
+
+def test_diagnose_page_shows_the_verdict(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _page(backend, "diagnose", monkeypatch, checkpoint=backend.checkpoint_id)
+    at = _until(at, lambda a: _verdict(a) is not None, "the diagnostics")
+    assert at.selectbox(key="diag_ckpt").value == backend.checkpoint_id
+    verdict = _verdict(at)
+    assert verdict is not None and verdict.startswith("**Verdict: ")
+    labels = {m.label for m in at.metric}
+    assert {"Active prototypes", "Effective rank (RankMe)", "kNN top-1"} <= labels, labels
+    assert _charts(at) >= 2  # the eigenvalue spectrum and the usage histogram
+
+
+def test_prototypes_page_lists_the_prototypes_with_their_images(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(backend, "prototypes", monkeypatch, checkpoint=backend.checkpoint_id)
+    at = _until(at, lambda a: len(a.metric) >= 4, "the prototypes")
+    metrics = {m.label: int(m.value) for m in at.metric}
+    assert metrics["Prototypes K"] == 10
+    assert metrics["Used"] + metrics["Empty"] == 10 and metrics["Used"] >= 1
+    entries = [m.value for m in at.markdown if str(m.value).startswith("**Prototype ")]
+    assert len(entries) == 8, entries  # one page of PER_PAGE prototypes
+    assert len(at.get("image")) >= 8  # their nearest images, fetched from the backend
+    at.radio(key="proto_filter").set_value("empty").run()
+    assert not at.exception and not at.error
+    empty = [m.value for m in at.markdown if str(m.value).startswith("**Prototype ")]
+    assert len(empty) == min(8, metrics["Empty"])
+    assert all("EMPTY" in e for e in empty)
+
+
+def test_explore_page_draws_the_map_once_the_embedding_is_ready(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(backend, "explore", monkeypatch, checkpoint=backend.checkpoint_id)
+    at = _until(at, lambda a: _charts(a) >= 1, "the UMAP map")
+    assert at.selectbox(key="explore_ckpt").value == backend.checkpoint_id
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    indices = sorted(int(cd[0]) for trace in fig["data"] for cd in trace["customdata"])
+    assert indices == list(range(2000))  # every test image, customdata = its data set index
+    assert any("2000 images of `shapes`" in str(c.value) for c in at.caption)
+    options = " | ".join(at.selectbox(key="explore_colour").options)
+    assert all(k in options for k in ("cluster", "label", "confidence")), options
+    at.selectbox(key="explore_colour").set_value("label").run()
+    assert not at.exception and not at.error and _charts(at) == 1
+
+
+def test_compare_page_with_the_same_checkpoint_twice_agrees_perfectly(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ck = backend.checkpoint_id
+    at = _page(backend, "compare", monkeypatch, compare_a=ck, compare_b=ck)
+    at = _until(at, lambda a: len(a.metric) >= 3, "the comparison")
+    assert at.selectbox(key="cmp_a").value == ck and at.selectbox(key="cmp_b").value == ck
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Cluster agreement"] == "1.000"
+    assert metrics["NMI"] == "1.000" and metrics["ARI"] == "1.000"
+    assert _charts(at) >= 1  # the aligned maps
+    matched, deltas = at.dataframe[0].value, at.dataframe[1].value
+    assert list(matched.columns) == ["cluster A", "cluster B", "images in both"]
+    assert list(matched["cluster A"]) == list(matched["cluster B"])
+    assert matched["images in both"].sum() == 2000
+    assert "knn_top1" in list(deltas["metric"])
+    assert set(deltas["Δ (B − A)"]) == {"0.000"}
+
+
+def test_learn_page_works_with_a_backend(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _page(backend, "learn", monkeypatch)
+    assert not at.error
+    assert _charts(at) >= 2
+    assert any(
+        "Backend" in str(c.value) and "not reachable" not in str(c.value) for c in at.caption
+    )
+
+
+def test_runs_page_starts_and_stops_a_run(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(backend, "runs", monkeypatch)
+    at.text_input(key="form_name").input("from the form")
+    at.number_input(key="form_epochs").set_value(1)
+    at.number_input(key="form_k").set_value(10)
+    next(b for b in at.button if b.label == "Start run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runs = requests.get(f"{backend.url}/runs", timeout=10).json()
+    new = next(r for r in runs if r["name"] == "from the form")
+    assert new["config"]["swav"]["num_prototypes"] == 10 and new["config"]["epochs"] == 1
+    assert at.selectbox(key="runs_pick").value == new["id"]
+    at.button(key="run_stop").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    status = new["status"]
+    while status in ("queued", "running"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+        status = requests.get(f"{backend.url}/runs/{new['id']}", timeout=10).json()["status"]
+    assert status in ("stopped", "completed")

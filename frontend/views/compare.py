@@ -37,16 +37,41 @@ def metric_rows(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def moves_of(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Prototype moves as {prototype, delta} from gained/lost lists or a per-prototype list."""
+    """Cluster moves as {prototype, delta} from `gained`/`lost`.
+
+    The backend's items are {cluster_a, cluster_b, images_a, images_b, change}: A's cluster,
+    its matched B cluster (-1: none) and the change in images (B − A).
+    """
     out: list[dict[str, Any]] = []
     for key, sign in (("gained", 1), ("lost", -1)):
         for item in answer.get(key) or answer.get(f"prototypes_{key}") or []:
-            if isinstance(item, Mapping):
-                d = item.get("delta")
-                if d is None:
-                    d = sign * abs(int(item.get("count", item.get("images", 0))))
-                out.append({"prototype": item.get("prototype", item.get("index")), "delta": d})
+            if not isinstance(item, Mapping):
+                continue
+            d = item.get("change", item.get("delta"))
+            if d is None:
+                d = sign * abs(int(item.get("count", item.get("images", 0)) or 0))
+            ca = item.get("cluster_a", item.get("prototype", item.get("index")))
+            cb = item.get("cluster_b")
+            name = f"{ca}→{cb}" if cb is not None and cb != ca else str(ca)
+            if cb is not None and int(cb) < 0:
+                name = f"{ca}→none"
+            out.append({"prototype": name, "delta": int(d)})
     return [m for m in out if m["delta"]]
+
+
+def matching_rows(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Matched clusters as table rows from `matching` ([cluster A, cluster B, shared images])."""
+    raw = answer.get("matching") or answer.get("matched_clusters") or answer.get("matches") or []
+    rows: list[dict[str, Any]] = []
+    for item in raw:
+        if isinstance(item, Mapping):
+            rows.append(dict(item))
+        elif isinstance(item, (list, tuple)) and len(item) >= 2:
+            row = {"cluster A": item[0], "cluster B": item[1]}
+            if len(item) > 2:
+                row["images in both"] = item[2]
+            rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -82,12 +107,21 @@ def main() -> None:
         if answer.get(key) is not None:
             col.metric(title, _fmt(answer[key]), help=explain)
 
+    for warning in answer.get("warnings") or []:
+        st.warning(str(warning))
+    if answer.get("verdict_a") or answer.get("verdict_b"):
+        st.caption(
+            f"Diagnose verdicts: A **{answer.get('verdict_a') or '?'}** · "
+            f"B **{answer.get('verdict_b') or '?'}**"
+        )
+
     maps = answer.get("maps") or answer.get("aligned") or {}
     pa = points_of(maps.get("a") or answer.get("map_a") or {})
     pb = points_of(maps.get("b") or answer.get("map_b") or {})
     if pa and pb:
         st.subheader("Aligned maps")
-        colour = st.radio("Colour by", ["cluster", "label"], horizontal=True, key="cmp_colour")
+        keys = [k for k in ("cluster", "label") if any(p.get(k) is not None for p in pa)]
+        colour = st.radio("Colour by", keys or ["cluster"], horizontal=True, key="cmp_colour")
         st.plotly_chart(
             figures.aligned_maps_figure(
                 pa, pb, colour, ("A: " + checkpoint_label(a), "B: " + checkpoint_label(b))
@@ -98,7 +132,7 @@ def main() -> None:
     col_l, col_r = st.columns(2)
     with col_l:
         st.subheader("Matched clusters")
-        matches = answer.get("matched_clusters") or answer.get("matches") or []
+        matches = matching_rows(answer)
         if matches:
             st.dataframe(matches, hide_index=True, width="stretch", height=320)
         else:

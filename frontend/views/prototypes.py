@@ -23,8 +23,11 @@ def prototypes_of(answer: Any) -> list[dict[str, Any]]:
     for i, p in enumerate(rows):
         p.setdefault("prototype", p.get("index", p.get("id", i)))
         p["usage"] = int(p.get("usage") or p.get("count") or 0)
-        dup = p.get("duplicate_of") or p.get("duplicates") or []
-        p["duplicate_of"] = [dup] if isinstance(dup, int) else list(dup)
+        # The backend sends one prototype number or null; 0 is a prototype, so no `or` here.
+        dup = p.get("duplicate_of")
+        if dup is None:
+            dup = p.get("duplicates")
+        p["duplicate_of"] = [] if dup is None else [dup] if isinstance(dup, int) else list(dup)
         p["empty"] = bool(p.get("empty", p["usage"] == 0))
     return rows
 

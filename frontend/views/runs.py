@@ -15,6 +15,8 @@ from frontend.run_form import ABLATIONS, parse_ks, run_payload
 
 # A live view asks for new events this often; each tick reruns only its fragment.
 LIVE_POLL_S = 2.0
+# A long run's history arrives in pages of 1000 events; read at most this many per tick.
+MAX_PAGES_PER_PULL = 20
 ACTIVE_STATUSES = {"queued", "pending", "starting", "running"}
 RESUMABLE_STATUSES = {"stopped", "interrupted", "failed"}
 
@@ -166,11 +168,16 @@ def _live_state(run_id: Any) -> dict[str, Any]:
 def pull_events(c: Client, run_id: Any) -> list[dict[str, Any]]:
     """Fetch what is new since the cursor, append it, return everything seen so far."""
     state = _live_state(run_id)
-    events, cursor = live.parse_metrics(c.metrics(run_id, since=state["cursor"]))
-    if events:
-        state["events"].extend(events)
-    if cursor is not None:
-        state["cursor"] = cursor
+    for _ in range(MAX_PAGES_PER_PULL):
+        answer = c.metrics(run_id, since=state["cursor"])
+        events, cursor = live.parse_metrics(answer)
+        if events:
+            state["events"].extend(events)
+        if cursor is not None:
+            state["cursor"] = cursor
+        # `more`: the page was full (a long run's history); ask again right away.
+        if not (isinstance(answer, Mapping) and answer.get("more") and events):
+            break
     return state["events"]
 
 
