@@ -366,6 +366,28 @@ def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     return 0
 
 
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP backend (training jobs, event streams, analyses)",
+        description="Serve the protoscope API with uvicorn. Listening beyond 127.0.0.1 needs "
+        "PROTOSCOPE_TOKEN; other settings come from PROTOSCOPE_* variables (backend/settings.py).",
+    )
+    p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument(
+        "--data", type=Path, help="data folder (default: $PROTOSCOPE_DATA or ./protoscope-data)"
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from backend.serve import serve
+
+    return serve(args.host, args.port, args.data, args.log_level, args.access_log)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protoscope", description="A workbench for clustering-based contrastive learning."
@@ -374,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_diagnose(sub)
     _add_compare(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -387,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_diagnose(sub_parser, args)
     if args.command == "compare":
         return _cmd_compare(sub_parser, args)
+    if args.command == "serve":
+        return _cmd_serve(args)
     _fail(parser, f"unknown command {args.command!r}")
     return 2
 

@@ -1,0 +1,204 @@
+"""Runs: create (→ a queued training process), list, inspect, stop, resume, poll metrics."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path as FsPath
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from pydantic import ValidationError
+
+from backend.errors import train_config_errors
+from backend.jobs import JobError
+from backend.paths import NEEDS_ROOT, default_data_root
+from backend.schemas import (
+    METHOD_FIELDS,
+    RUN_FIELD_PATHS,
+    ErrorOut,
+    MetricsPage,
+    RunCreate,
+    RunOut,
+    RunStatus,
+)
+from backend.services import Services, get_services
+from backend.store import dumps
+
+router = APIRouter(tags=["runs"])
+
+METRICS_PAGE_DEFAULT = 1000
+METRICS_PAGE_MAX = 5000
+RunId = Path(ge=1, le=2**62, description="run id")
+
+
+def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise HTTPException(
+                422,
+                [{"loc": ["body", "config", part], "msg": "must be an object", "type": "dict"}],
+            )
+        node = nxt
+    node[path[-1]] = value
+
+
+def build_config(body: RunCreate, svc: Services) -> dict[str, Any]:
+    """The validated TrainConfig (as JSON) for a POST /runs body; 400/422 when it is not valid."""
+    from models.config import TrainConfig
+
+    tree: dict[str, Any] = copy.deepcopy(body.config or {})
+    for key, value in (body.overrides or {}).items():
+        _put(tree, tuple(key.split(".")), value)
+    for name, path in RUN_FIELD_PATHS.items():
+        value = getattr(body, name)
+        if value is not None:
+            _put(tree, path, value)
+    for name in METHOD_FIELDS:
+        value = getattr(body, name)
+        if value is not None and body.method in ("swav", "pcl"):
+            _put(tree, (body.method, name), value)
+    data = tree.get("data") or {}
+    # data.root may also come through `config`: every path is checked, whichever field set it.
+    if isinstance(data.get("root"), str):
+        data["root"] = svc.data_root(data["root"])
+    elif body.dataset in NEEDS_ROOT:
+        default = default_data_root(body.dataset, svc.settings.allowed_roots())
+        if default is None:
+            roots = ", ".join(str(r) for r in svc.settings.allowed_roots())
+            raise HTTPException(
+                400,
+                f"data set {body.dataset!r} needs data_root: a folder inside the allowed data "
+                f"folders ({roots}) holding it",
+            )
+        data["root"] = str(default)
+    if body.dataset in NEEDS_ROOT and not data.get("download"):
+        root = FsPath(data["root"])
+        if not root.is_dir():
+            raise HTTPException(
+                400, f"data_root {svc.scrub(str(root))}: no such folder (set download to fetch)"
+            )
+    try:
+        cfg = TrainConfig.model_validate(tree)
+    except ValidationError as e:
+        raise HTTPException(422, train_config_errors(e, body.method)) from None
+    return cfg.model_dump(mode="json")
+
+
+def run_out(svc: Services, run: dict[str, Any], latest: int | None = None) -> RunOut:
+    if latest is None:
+        latest = svc.store.latest_checkpoint_id(run["id"])
+    return RunOut.from_row(run, latest)
+
+
+def _run_or_404(svc: Services, run_id: int) -> dict[str, Any]:
+    run = svc.store.get_run(run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id}")
+    return run
+
+
+@router.post(
+    "/runs",
+    status_code=201,
+    response_model=RunOut,
+    summary="Start a training run",
+    description="Queues the run; it starts in its own process as soon as a slot is free "
+    "(PROTOSCOPE_MAX_CONCURRENT_RUNS). Follow it with GET /runs/{id}/events.",
+    responses={
+        400: {"model": ErrorOut, "description": "data_root outside the allowed folders"},
+        422: {"model": ErrorOut, "description": "a field out of range (named, with the range)"},
+    },
+)
+def create_run(body: RunCreate, svc: Services = Depends(get_services)) -> RunOut:
+    config = build_config(body, svc)
+    run = svc.store.create_run(
+        name=body.name,
+        method=config["method"],
+        dataset=config["data"]["name"],
+        config=config,
+        request=body.model_dump(mode="json", exclude_none=True),
+    )
+    svc.jobs.submitted()
+    return run_out(svc, _run_or_404(svc, run["id"]))
+
+
+@router.get("/runs", response_model=list[RunOut], summary="All runs, newest first")
+def list_runs(
+    status: RunStatus | None = None,
+    limit: int = Query(200, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    svc: Services = Depends(get_services),
+) -> list[RunOut]:
+    latest = svc.store.latest_checkpoint_ids()
+    runs = svc.store.list_runs(limit=limit, offset=offset, status=status)
+    return [RunOut.from_row(r, latest.get(r["id"])) for r in runs]
+
+
+@router.get(
+    "/runs/{run_id}",
+    response_model=RunOut,
+    summary="One run",
+    responses={404: {"model": ErrorOut}},
+)
+def get_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> RunOut:
+    return run_out(svc, _run_or_404(svc, run_id))
+
+
+@router.post(
+    "/runs/{run_id}/stop",
+    response_model=RunOut,
+    summary="Stop a run",
+    description="A queued run stops at once; a running one saves a checkpoint and ends "
+    "`stopped` within a few seconds (its `end` event says so).",
+    responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut, "description": "finished"}},
+)
+def stop_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> RunOut:
+    try:
+        return run_out(svc, svc.jobs.stop(run_id))
+    except JobError as e:
+        raise HTTPException(e.status_code, e.message) from None
+
+
+@router.post(
+    "/runs/{run_id}/resume",
+    response_model=RunOut,
+    summary="Resume a stopped, interrupted or failed run",
+    description="Queues the run again; it continues exactly from its last checkpoint (or "
+    "starts over when it never wrote one).",
+    responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut, "description": "not resumable"}},
+)
+def resume_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> RunOut:
+    try:
+        return run_out(svc, svc.jobs.resume(run_id))
+    except JobError as e:
+        raise HTTPException(e.status_code, e.message) from None
+
+
+@router.get(
+    "/runs/{run_id}/metrics",
+    response_model=MetricsPage,
+    summary="The run's events as JSON, for polling",
+    description="Events with id > `since`, oldest first, at most `limit`. Pass the answer's "
+    "`next` as `since` to get what follows; `more` says the page was full.",
+    responses={404: {"model": ErrorOut}},
+)
+def run_metrics(
+    run_id: int = RunId,
+    since: int = Query(0, ge=0, description="the last event id already seen"),
+    limit: int = Query(METRICS_PAGE_DEFAULT, ge=1, le=METRICS_PAGE_MAX),
+    types: list[Literal["start", "step", "epoch", "checkpoint", "end"]] | None = Query(
+        None, alias="type", description="only these event types (repeat the parameter)"
+    ),
+    svc: Services = Depends(get_services),
+) -> Response:
+    run = _run_or_404(svc, run_id)
+    rows = svc.store.events_after(run_id, since, limit + 1, types)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = rows[-1][0] if rows else since
+    # The stored JSON is spliced in as is: no decode/encode of thousands of events per poll.
+    head = dumps({"run_id": run_id, "status": run["status"], "next": cursor, "more": more})
+    body = f'{head[:-1]},"events":[{",".join(r[2] for r in rows)}]}}'
+    return Response(body, media_type="application/json")

@@ -1,0 +1,301 @@
+"""Request and response schemas of the HTTP API (they are what OpenAPI documents).
+
+The bounds of `RunCreate` are read from `models.config`, the single place that defines them, so
+the API, the CLI and the trainer can never disagree about what is allowed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.config import (
+    DataConfig,
+    OptimConfig,
+    PCLConfig,
+    SwAVConfig,
+    TrainConfig,
+)
+
+RunStatus = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
+
+
+def bounds(model: type[BaseModel], field: str) -> dict[str, Any]:
+    """The ge/gt/le/lt constraints of `model.field`, as Field keyword arguments."""
+    out: dict[str, Any] = {}
+    for meta in model.model_fields[field].metadata:
+        for name in ("ge", "gt", "le", "lt"):
+            value = getattr(meta, name, None)
+            if value is not None:
+                out[name] = value
+    return out
+
+
+def range_text(model: type[BaseModel], field: str, label: str | None = None) -> str | None:
+    """'0.005 ≤ epsilon ≤ 10.0' from the field's constraints; None when it has none."""
+    b = bounds(model, field)
+    if not b:
+        return None
+    name = label or field
+    low = f"{b['ge']} ≤ " if "ge" in b else (f"{b['gt']} < " if "gt" in b else "")
+    high = f" ≤ {b['le']}" if "le" in b else (f" < {b['lt']}" if "lt" in b else "")
+    return f"{low}{name}{high}"
+
+
+def _b(model: type[BaseModel], field: str, description: str) -> Any:
+    """An optional request field carrying the training config's bounds and a description."""
+    return Field(None, description=description, **bounds(model, field))
+
+
+class RunCreate(BaseModel):
+    """A training run. Unset fields take the defaults of `models/config.py`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"method": "swav", "dataset": "shapes", "epochs": 10, "epsilon": 0.02},
+                {"method": "swav", "dataset": "shapes", "equipartition": False, "max_minutes": 5},
+                {"method": "pcl", "dataset": "digits", "num_clusters": [10, 20], "epochs": 20},
+            ]
+        },
+    )
+
+    name: str | None = Field(None, max_length=120, description="a label for people")
+    method: Literal["swav", "pcl", "supervised"] = Field(..., description="what to train")
+    dataset: str = Field(
+        "shapes",
+        min_length=1,
+        max_length=64,
+        description="shapes | digits | cifar10 | stl10 | imagefolder (see GET /datasets)",
+    )
+    data_root: str | None = Field(
+        None,
+        max_length=4096,
+        description="folder of cifar10 / stl10 / imagefolder data, inside the allowed data "
+        "roots (relative paths are taken relative to the first); default: "
+        "<data dir>/datasets/<dataset> when that exists",
+    )
+    download: bool | None = Field(None, description="let torchvision fetch cifar10/stl10")
+    image_size: int | None = _b(DataConfig, "image_size", "image side in pixels")
+    num_train: int | None = _b(DataConfig, "num_train", "use at most this many training images")
+    backbone: Literal["small_cnn", "resnet18", "resnet50"] | None = None
+    width: int | None = _b(TrainConfig, "width", "base channel width of small_cnn")
+    epochs: int | None = _b(TrainConfig, "epochs", "epochs to train")
+    batch_size: int | None = _b(TrainConfig, "batch_size", "images per step")
+    lr: float | None = _b(OptimConfig, "lr", "peak learning rate")
+    optimizer: Literal["sgd", "adamw"] | None = None
+    seed: int | None = _b(TrainConfig, "seed", "random seed")
+    max_minutes: float | None = _b(TrainConfig, "max_minutes", "stop after this much training")
+    max_steps: int | None = _b(TrainConfig, "max_steps", "stop after this many steps")
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    amp: bool | None = Field(None, description="mixed precision (bf16 on CPU)")
+    # SwAV
+    num_prototypes: int | None = _b(SwAVConfig, "num_prototypes", "SwAV: prototypes K")
+    epsilon: float | None = _b(SwAVConfig, "epsilon", "SwAV: Sinkhorn entropy ε")
+    temperature: float | None = _b(SwAVConfig, "temperature", "SwAV τ, or PCL's mean φ")
+    queue_length: int | None = _b(
+        SwAVConfig, "queue_length", "SwAV: assignment queue; PCL: negatives (≥ 2)"
+    )
+    equipartition: bool | None = Field(
+        None, description="SwAV: false = targets are the softmax, not Sinkhorn (collapses)"
+    )
+    freeze_prototypes_iters: int | None = _b(
+        SwAVConfig, "freeze_prototypes_iters", "SwAV: steps with frozen prototypes"
+    )
+    sinkhorn_iterations: int | None = _b(SwAVConfig, "sinkhorn_iterations", "SwAV: iterations")
+    # PCL
+    num_clusters: list[int] | None = Field(
+        None, min_length=1, max_length=10, description="PCL: K of every clustering, each ≥ 2"
+    )
+    fixed_phi: bool | None = Field(None, description="PCL ablation: φ = τ for every cluster")
+    warmup_epochs: int | None = _b(PCLConfig, "warmup_epochs", "PCL: epochs of InfoNCE only")
+    config: dict[str, Any] | None = Field(
+        None,
+        description="any further TrainConfig fields as a partial tree, e.g. "
+        '{"augment": {"num_small": 2}}; `overrides` and the named fields take precedence',
+    )
+    overrides: dict[str, Any] | None = Field(
+        None,
+        max_length=200,
+        description="TrainConfig fields by dotted name, as the CLI's --set, e.g. "
+        '{"swav.hidden_dim": 32, "augment.num_small": 2}; applied after `config`, before the '
+        "named fields above",
+    )
+
+    @field_validator("overrides")
+    @classmethod
+    def _dotted(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key in value or {}:
+            parts = key.split(".")
+            if not all(p.isidentifier() for p in parts) or len(parts) > 4:
+                raise ValueError(f"{key!r} is not a dotted TrainConfig name like 'swav.epsilon'")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from models.data import DATASETS  # imports torch: only when a run is created
+
+        if value not in DATASETS:
+            raise ValueError(f"unknown data set {value!r}; choose one of: {', '.join(DATASETS)}")
+        return value
+
+    @field_validator("num_clusters")
+    @classmethod
+    def _clusters(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(not 2 <= k <= 100_000 for k in value):
+            raise ValueError("every K must satisfy 2 ≤ K ≤ 100000")
+        return value
+
+
+# Request field → where it lands in TrainConfig (method-specific ones get a section prefix).
+RUN_FIELD_PATHS: dict[str, tuple[str, ...]] = {
+    "method": ("method",),
+    "dataset": ("data", "name"),
+    "data_root": ("data", "root"),
+    "download": ("data", "download"),
+    "image_size": ("data", "image_size"),
+    "num_train": ("data", "num_train"),
+    "backbone": ("backbone",),
+    "width": ("width",),
+    "epochs": ("epochs",),
+    "batch_size": ("batch_size",),
+    "lr": ("optim", "lr"),
+    "optimizer": ("optim", "name"),
+    "seed": ("seed",),
+    "max_minutes": ("max_minutes",),
+    "max_steps": ("max_steps",),
+    "device": ("device",),
+    "amp": ("amp",),
+    "num_prototypes": ("swav", "num_prototypes"),
+    "epsilon": ("swav", "epsilon"),
+    "equipartition": ("swav", "equipartition"),
+    "freeze_prototypes_iters": ("swav", "freeze_prototypes_iters"),
+    "sinkhorn_iterations": ("swav", "sinkhorn_iterations"),
+    "num_clusters": ("pcl", "num_clusters"),
+    "fixed_phi": ("pcl", "fixed_phi"),
+    "warmup_epochs": ("pcl", "warmup_epochs"),
+}
+# These two exist in both sections; the run's method picks one.
+METHOD_FIELDS = ("temperature", "queue_length")
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+class RunOut(BaseModel):
+    """A run as the API shows it."""
+
+    id: int
+    name: str | None
+    method: str
+    dataset: str
+    status: RunStatus
+    reason: str = Field(description="why it ended the way it did (empty while it runs)")
+    step: int | None = Field(description="last step reported")
+    epoch: int | None = Field(description="epoch of the last step (from 0)")
+    pid: int | None = Field(description="its training process while running")
+    starts: int = Field(description="how many times a training process was started for it")
+    exit_code: int | None
+    resumable: bool = Field(description="POST /runs/{id}/resume would continue it")
+    latest_checkpoint_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    config: dict[str, Any] = Field(description="the full TrainConfig")
+    request: dict[str, Any] = Field(description="the POST /runs body it was created from")
+
+    @classmethod
+    def from_row(cls, run: dict[str, Any], latest_checkpoint_id: int | None) -> RunOut:
+        return cls(
+            id=run["id"],
+            name=run["name"],
+            method=run["method"],
+            dataset=run["dataset"],
+            status=run["status"],
+            reason=run["reason"] or "",
+            step=run["step"],
+            epoch=run["epoch"],
+            pid=run["pid"] if run["status"] == "running" else None,
+            starts=run["starts"],
+            exit_code=run["exit_code"],
+            resumable=run["status"] in ("stopped", "interrupted", "failed"),
+            latest_checkpoint_id=latest_checkpoint_id,
+            created_at=_utc(run["created_at"]),
+            started_at=_utc(run["started_at"]),
+            finished_at=_utc(run["finished_at"]),
+            config=run["config"],
+            request=run["request"],
+        )
+
+
+class Event(BaseModel):
+    """One event of the log: the trainer's fields, flattened, plus `id` and `run_id`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int = Field(description="global, strictly increasing; also the SSE id")
+    run_id: int
+    type: str = Field(description="start | step | epoch | checkpoint | end")
+
+
+class MetricsPage(BaseModel):
+    run_id: int
+    status: RunStatus
+    events: list[Event]
+    next: int = Field(description="pass as ?since= to get what follows")
+    more: bool = Field(description="true when the page was full: ask again right away")
+
+
+class CheckpointOut(BaseModel):
+    id: int
+    kind: Literal["run", "upload"]
+    run_id: int | None
+    run_name: str | None
+    name: str | None
+    filename: str | None
+    path: str = Field(description="relative to the server's data dir")
+    method: str | None
+    dataset: str | None
+    source: str | None = Field(description="protoscope | swav_official | pcl_official")
+    epoch: int | None = Field(description="epochs completed when it was written")
+    step: int | None
+    partial: bool = Field(description="written mid-epoch (stop, budget)")
+    num_prototypes: int | None
+    size_bytes: int | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CheckpointOut:
+        return cls(**{**row, "created_at": _utc(row["created_at"])})
+
+
+class DatasetOut(BaseModel):
+    name: str
+    description: str
+    needs_root: bool = Field(description="needs a data_root folder")
+    default_root: str | None = Field(description="used when a run gives no data_root")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str
+    runs: dict[str, int] = Field(description="runs per status")
+    max_concurrent_runs: int
+    token_required: bool
+
+
+class Pending(BaseModel):
+    """202: the analysis is still being computed; ask again in a moment."""
+
+    status: Literal["running"]
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str
+
+
+class ErrorOut(BaseModel):
+    detail: Any = Field(description="a message, or (422) a list of {loc, msg, type}")
