@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import Page, sync_playwright
 
 from tests.servers import backend_server, frontend_server
@@ -31,13 +32,13 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, page: Page)
 
 
 def plot_points(page: Page) -> int:
-    """Points in the first trace of the first plotly chart on the page (0 when none yet)."""
+    """Points over all traces of the first plotly chart on the page (0 when none yet)."""
     return int(
         page.evaluate(
             """() => {
                 const p = document.querySelector('.js-plotly-plot');
-                if (!p || !p.data || !p.data.length || !p.data[0].x) return 0;
-                return p.data[0].x.length;
+                if (!p || !p.data) return 0;
+                return p.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0);
             }"""
         )
     )
@@ -66,10 +67,10 @@ def test_start_a_run_watch_it_live_and_explore_its_map(tmp_path: Path) -> None:
         no_errors(page)
 
         # A tiny run: the embedded digits, a few epochs, few prototypes.
-        page.get_by_label("Data set").click()
+        page.get_by_role("combobox", name="Data set").click()
         page.get_by_role("option", name="digits").click()
-        page.get_by_label("Epochs").fill("3")
-        page.get_by_label("Prototypes K").fill("16")
+        page.get_by_role("spinbutton", name="Epochs", exact=True).fill("3")
+        page.get_by_role("spinbutton", name="Prototypes K", exact=True).fill("16")
         page.get_by_role("button", name="Start run").click()
 
         # The live view appears and its first chart grows while the run trains.
@@ -78,7 +79,12 @@ def test_start_a_run_watch_it_live_and_explore_its_map(tmp_path: Path) -> None:
         wait_until("the live chart to update", lambda: plot_points(page) > first, 120, page)
         no_errors(page)
 
-        # Explore: the map of the run's checkpoint is drawn.
+        # Explore: once the run has written its checkpoints, the map is drawn.
+        def finished() -> bool:
+            runs = requests.get(f"{api}/runs", timeout=10).json()
+            return bool(runs) and runs[0]["status"] == "completed"
+
+        wait_until("the run to complete", finished, 240, page)
         page.goto(f"{app}/explore")
         wait_until("the UMAP map", lambda: plot_points(page) > 100, 240, page)
         no_errors(page)
