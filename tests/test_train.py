@@ -15,35 +15,11 @@ from models.checkpoints import load_checkpoint
 from models.cli import main as cli_main
 from models.config import TrainConfig
 from models.train import Trainer, TrainingError
+from tests.conftest import tiny_run_config
 
 
 def tiny_config(method: str = "swav", **over: object) -> TrainConfig:
-    base: dict[str, object] = {
-        "method": method,
-        "width": 8,
-        "epochs": 2,
-        "batch_size": 32,
-        "seed": 3,
-        "data": {"name": "shapes", "num_train": 256, "image_size": 16},
-        "swav": {
-            "num_prototypes": 10,
-            "hidden_dim": 32,
-            "feat_dim": 16,
-            "freeze_prototypes_iters": 2,
-        },
-        "pcl": {
-            "num_clusters": [8, 12],
-            "queue_length": 64,
-            "warmup_epochs": 1,
-            "hidden_dim": 32,
-            "feat_dim": 16,
-        },
-        "optim": {"lr": 0.1},
-        "eval_max_images": 200,
-        "amp": False,
-    }
-    base.update(over)
-    return TrainConfig.model_validate(base)
+    return tiny_run_config(method, **over)
 
 
 def read_events(run: Path) -> list[dict]:
