@@ -205,12 +205,19 @@ def live_view(c: Client, run: Mapping[str, Any]) -> None:
 def run_controls(c: Client, run: Mapping[str, Any]) -> None:
     status = str(run.get("status"))
     cols = st.columns([1, 1, 6])
-    if cols[0].button("⏹ Stop", key="run_stop", disabled=status not in ACTIVE_STATUSES):
+    if cols[0].button(
+        "Stop", icon=":material/stop:", key="run_stop", disabled=status not in ACTIVE_STATUSES
+    ):
         with ui.backend_errors(stop=False):
             c.stop_run(run["id"])
             st.toast("Stop requested: the run saves a checkpoint and ends")
             st.rerun()
-    if cols[1].button("▶ Resume", key="run_resume", disabled=status not in RESUMABLE_STATUSES):
+    if cols[1].button(
+        "Resume",
+        icon=":material/play_arrow:",
+        key="run_resume",
+        disabled=status not in RESUMABLE_STATUSES,
+    ):
         with ui.backend_errors(stop=False):
             c.resume_run(run["id"])
             st.toast("Resuming from the last checkpoint")
