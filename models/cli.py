@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from models.config import TrainConfig
+
+ProgressFn = Callable[[float, str], None]
 
 
 def _fail(parser: argparse.ArgumentParser, message: str) -> None:
@@ -279,35 +282,53 @@ def diagnose_summary(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cmd_diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _run_analysis(
+    parser: argparse.ArgumentParser, name: str, compute: Callable[[ProgressFn | None], Any]
+) -> tuple[int, Any]:
+    """Run an analysis with the CLI's error contract: (exit code, result).
+
+    Bad checkpoints or data exit 2 with the message; a failure while computing is one line and
+    exit 1; never a traceback. Progress goes to stderr only for a person watching a terminal,
+    so piped output stays clean for scripts.
+    """
     from models.checkpoints import CheckpointError
     from models.data import DatasetError
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"{name}: {100 * fraction:3.0f} % {message}", file=sys.stderr, flush=True)
+
+    try:
+        return 0, compute(progress if sys.stderr.isatty() else None)
+    except (CheckpointError, DatasetError) as e:
+        _fail(parser, str(e))
+    except KeyboardInterrupt:
+        print(f"protoscope {name}: interrupted", file=sys.stderr)
+        return 130, None
+    except Exception as e:  # a failure while computing: one line, never a traceback
+        print(f"protoscope {name}: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1, None
+    return 2, None  # not reached: _fail exits
+
+
+def _cmd_diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from models.diagnostics import diagnose_checkpoint
 
     if args.max_images < 1:
         _fail(parser, f"--max-images must be ≥ 1, got {args.max_images}")
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"diagnose: {100 * fraction:3.0f} % {message}", file=sys.stderr, flush=True)
-
-    try:
-        report = diagnose_checkpoint(
+    code, report = _run_analysis(
+        parser,
+        "diagnose",
+        lambda progress: diagnose_checkpoint(
             args.checkpoint,
             dataset=args.dataset,
             data_root=args.data_root,
             split=args.split,
             max_images=args.max_images,
-            # Progress only for a person watching: piped stderr stays clean for scripts.
-            progress=progress if sys.stderr.isatty() else None,
-        )
-    except (CheckpointError, DatasetError) as e:
-        _fail(parser, str(e))
-    except KeyboardInterrupt:
-        print("protoscope diagnose: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # a failure while computing: one line, never a traceback
-        print(f"protoscope diagnose: failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+            progress=progress,
+        ),
+    )
+    if code:
+        return code
     print(diagnose_summary(report) if args.pretty else json.dumps(report))
     return 0
 
@@ -329,37 +350,28 @@ def _add_compare(sub: Any) -> None:
 
 
 def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from models.checkpoints import CheckpointError
     from models.compare import compare_checkpoints
-    from models.data import DatasetError
 
     if args.max_images < 1:
         _fail(parser, f"--max-images must be ≥ 1, got {args.max_images}")
     for path in (args.a, args.b):
         if not Path(path).is_file():
             _fail(parser, f"{path}: no such checkpoint file")
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"compare: {100 * fraction:3.0f} % {message}", file=sys.stderr, flush=True)
-
-    try:
-        result = compare_checkpoints(
+    code, result = _run_analysis(
+        parser,
+        "compare",
+        lambda progress: compare_checkpoints(
             args.a,
             args.b,
             dataset=args.dataset,
             data_root=args.data_root,
             split=args.split,
             max_images=args.max_images,
-            progress=progress if sys.stderr.isatty() else None,
-        )
-    except (CheckpointError, DatasetError) as e:
-        _fail(parser, str(e))
-    except KeyboardInterrupt:
-        print("protoscope compare: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # a failure while computing: one line, never a traceback
-        print(f"protoscope compare: failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+            progress=progress,
+        ),
+    )
+    if code:
+        return code
     if not args.with_maps:
         result = {k: v for k, v in result.items() if k not in ("map_a", "map_b")}
     print(json.dumps(result))
