@@ -28,7 +28,7 @@ class DataConfig(_Strict):
         32, ge=8, le=256, description="side in pixels (digits/imagefolder are resized to it)"
     )
     num_train: int | None = Field(None, ge=16, description="cap on training images (None: all)")
-    seed: int = Field(0, ge=0, description="seed of the procedural data set")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the procedural data set")
 
 
 class AugmentConfig(_Strict):
@@ -124,6 +124,12 @@ class PCLConfig(_Strict):
         return self
 
 
+# PCL's default learning-rate warm-up, in epochs. Without it, AdamW's full step from the first
+# iteration drove the query encoder away faster than the momentum key encoder could follow:
+# InfoNCE climbed to ln(queue + 1) and kNN stayed at chance for ~1,400 steps (see README).
+PCL_WARMUP_EPOCHS = 2.0
+
+
 class OptimConfig(_Strict):
     name: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(0.002, gt=0.0, le=100.0)
@@ -148,7 +154,7 @@ class TrainConfig(_Strict):
     batch_size: int = Field(64, ge=2, le=65_536)
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
     max_minutes: float | None = Field(None, gt=0.0, description="stop after this wall time")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's seeds stop at 2**32 - 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast on CPU, fp16/bf16 on CUDA")
     num_threads: int | None = Field(None, ge=1, le=512)
@@ -157,3 +163,10 @@ class TrainConfig(_Strict):
     knn_t: float = Field(0.07, gt=0.0, le=10.0)
     log_every_steps: int = Field(1, ge=1)
     eval_max_images: int | None = Field(2000, ge=16)
+
+    @model_validator(mode="after")
+    def _method_defaults(self) -> TrainConfig:
+        """Defaults that depend on the method; a value the user set always wins."""
+        if self.method == "pcl" and "warmup_epochs" not in self.optim.model_fields_set:
+            self.optim.warmup_epochs = PCL_WARMUP_EPOCHS
+        return self

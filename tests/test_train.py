@@ -171,3 +171,20 @@ def test_cli_train_tiny(tmp_path: Path) -> None:
     assert (out / "config.json").exists()
     proc = run_cli("train", "--out", str(out), "--quiet")
     assert proc.returncode == 2 and "--resume" in proc.stderr
+
+
+def test_lr_warmup_counts_steps_even_when_epochs_is_only_a_bound() -> None:
+    from models.train import _lr_at
+
+    # A time-budgeted run sets epochs far beyond what it reaches; the warm-up must still last
+    # warmup_epochs · steps_per_epoch steps, then follow the cosine.
+    cfg = TrainConfig(epochs=1000, optim={"lr": 0.01, "warmup_epochs": 2})
+    ramp = [_lr_at(cfg, 0.0, step, steps_per_epoch=100) for step in (0, 99, 199, 300)]
+    assert ramp[0] == pytest.approx(0.01 / 200)
+    assert ramp[1] == pytest.approx(0.01 * 100 / 200)
+    assert ramp[2] == pytest.approx(0.01)
+    assert ramp[3] == pytest.approx(0.01)
+    assert _lr_at(cfg, 0.5, 1000, 100) == pytest.approx(0.005)
+    assert _lr_at(cfg, 1.0, 5000, 100) == pytest.approx(0.0, abs=1e-12)
+    no_warmup = TrainConfig(epochs=1000, optim={"lr": 0.01})
+    assert _lr_at(no_warmup, 0.0, 0, 100) == pytest.approx(0.01)
