@@ -1,7 +1,8 @@
 """End to end in a real browser: Debian's chromium driven by Playwright, real servers, a real run.
 
-Opens the app, starts a tiny run from the Runs form, watches the live chart grow, opens Explore
-and sees the map drawn — with no error or exception element anywhere on the way.
+Opens the app, starts a tiny run from the Runs form, watches the live chart grow, opens Explore,
+sees the map drawn and, hovering a point, that point's image — with no error or exception element
+anywhere on the way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.servers import backend_server, frontend_server
 
@@ -42,6 +44,47 @@ def plot_points(page: Page) -> int:
             }"""
         )
     )
+
+
+# Where the n-th point of the first trace with enough points is drawn, in page pixels.
+POINT_XY = """(n) => {
+    const gd = document.querySelector('.js-plotly-plot');
+    const t = gd.data.find((t) => t.x && t.x.length > n) || gd.data[0];
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+    return [r.left + xa._offset + xa.l2p(t.x[n]), r.top + ya._offset + ya.l2p(t.y[n])];
+}"""
+PREVIEW = '[data-testid="map-hover-preview"]'
+
+
+def hover_shows_the_image(page: Page) -> None:
+    """Move the mouse onto a map point: a preview with that point's image (by index) appears."""
+    page.locator(PREVIEW).wait_for(state="attached", timeout=60_000)  # thumbnails fetched
+    img = page.locator(f"{PREVIEW} img")
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    for n in (3, 30, 60):  # a few points, in case one sits under the legend or another point
+        x, y = page.evaluate(POINT_XY, n)
+        page.mouse.move(x - 40, y - 40)
+        page.mouse.move(x, y, steps=4)
+        try:
+            img.wait_for(state="visible", timeout=3_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    assert img.is_visible(), "no image preview while hovering the map"
+    src = img.get_attribute("src") or ""
+    assert src.startswith("data:image/") and ";base64," in src, src[:60]
+    page.wait_for_function(  # a real, decodable image, not a broken one
+        f"() => {{ const i = document.querySelector('{PREVIEW} img'); "
+        "return i && i.complete && i.naturalWidth > 0; }",
+        timeout=5_000,
+    )
+    # The image is the hovered point's, by its data set index (customdata[0]), not its position.
+    hovered = page.evaluate(
+        "() => document.querySelector('.js-plotly-plot')._hoverdata[0].customdata[0]"
+    )
+    assert img.get_attribute("data-index") == str(hovered)
+    page.mouse.move(5, 5)  # off the map: the preview goes away
+    img.wait_for(state="hidden", timeout=5_000)
 
 
 def no_errors(page: Page) -> None:
@@ -87,5 +130,7 @@ def test_start_a_run_watch_it_live_and_explore_its_map(tmp_path: Path) -> None:
         wait_until("the run to complete", finished, 240, page)
         page.goto(f"{app}/explore")
         wait_until("the UMAP map", lambda: plot_points(page) > 100, 240, page)
+        no_errors(page)
+        hover_shows_the_image(page)
         no_errors(page)
         browser.close()

@@ -6,6 +6,8 @@ trained through it (no mocks). A `run_every` tick is simulated by calling `.run(
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.servers import backend_server
@@ -240,10 +243,34 @@ def test_explore_page_draws_the_map_once_the_embedding_is_ready(
     indices = sorted(int(cd[0]) for trace in fig["data"] for cd in trace["customdata"])
     assert indices == list(range(2000))  # every test image, customdata = its data set index
     assert any("2000 images of `shapes`" in str(c.value) for c in at.caption)
+    # Hover previews: one component bound to the map by its key, a thumbnail per data set index.
+    hover = json.loads(at.get("bidi_component")[0].proto.json)
+    assert hover["target"] == f"st-key-explore_map_{backend.checkpoint_id}"
+    assert sorted(int(i) for i in hover["thumbs"]) == indices
+    assert all(uri.startswith("data:image/") for uri in hover["thumbs"].values())
+    thumb = Image.open(io.BytesIO(base64.b64decode(hover["thumbs"]["0"].split(",", 1)[1])))
+    assert max(thumb.size) <= 64  # small: 2000 of them travel with the page
     options = " | ".join(at.selectbox(key="explore_colour").options)
     assert all(k in options for k in ("cluster", "label", "confidence")), options
     at.selectbox(key="explore_colour").set_value("label").run()
     assert not at.exception and not at.error and _charts(at) == 1
+    assert len(at.get("bidi_component")) == 1
+
+
+def test_explore_page_keeps_its_map_when_hover_previews_fail(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from frontend import hover_map
+
+    def broken() -> Any:
+        raise RuntimeError("no components v2 here")
+
+    monkeypatch.setattr(hover_map, "_component", broken)
+    at = _page(backend, "explore", monkeypatch, checkpoint=backend.checkpoint_id)
+    at = _until(at, lambda a: _charts(a) >= 1, "the UMAP map")
+    assert not at.exception and not at.error
+    assert len(at.get("bidi_component")) == 0  # no previews, but the map and its text hover
+    assert any("2000 images of `shapes`" in str(c.value) for c in at.caption)
 
 
 def test_compare_page_with_the_same_checkpoint_twice_agrees_perfectly(

@@ -1,4 +1,4 @@
-"""Explore: a checkpoint's UMAP map; click or lasso points to see their images."""
+"""Explore: a checkpoint's UMAP map; hover a point to see its image, click or lasso to see many."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from frontend import figures, ui
+from frontend import figures, hover_map, ui
 from frontend.client import Client
 from frontend.pages_common import (
     COLOUR_KEYS,
@@ -71,8 +71,8 @@ def _neighbour_indices(answer: Any) -> list[int]:
 def main() -> None:
     st.title("Explore")
     st.caption(
-        "A 2-D UMAP map of a checkpoint's embeddings. Hover a point for its index, label and "
-        "cluster; click one, or draw a box or lasso, to see the images."
+        "A 2-D UMAP map of a checkpoint's embeddings. Hover a point to see its image, index, "
+        "label and cluster; click one, or draw a box or lasso, to see the images beside it."
     )
     c = ui.require_backend()
     ckpt = choose_checkpoint(c, key="explore_ckpt")
@@ -101,9 +101,10 @@ def main() -> None:
     left, right = st.columns([3, 2])
     with left:
         fig = figures.embedding_figure(points, colour, label_names=names)
+        map_key = f"explore_map_{ckpt['id']}"
         event = st.plotly_chart(
             fig,
-            key=f"explore_map_{ckpt['id']}",
+            key=map_key,
             on_select="rerun",
             selection_mode=("points", "box", "lasso"),
         )
@@ -122,6 +123,8 @@ def main() -> None:
         shown = chosen[:MAX_GALLERY]
         captions = [f"#{i} · c{by_index.get(i, {}).get('cluster')}" for i in shown]
         ui.image_grid(dataset, shown, captions=captions, columns=12)
+    # Last, so the map and any selection are on screen while the thumbnails are fetched (once).
+    hover_map.hover_previews(map_key, dataset, [p["index"] for p in points])
 
 
 main()
