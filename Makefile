@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean chromium
+.PHONY: setup demo test soak lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: $(STAMP)
 
 test: $(STAMP) chromium lint
 	$(PY) -m pytest -q
+
+# The slow reliability suite: long schema fuzzing, fault injection and hostile input soaks.
+soak: $(STAMP)
+	$(PY) -m pytest -q -m soak
 
 bench: $(STAMP)
 	$(PY) benchmarks/training_quality.py

@@ -44,9 +44,28 @@ def range_text(model: type[BaseModel], field: str, label: str | None = None) -> 
     return f"{low}{name}{high}"
 
 
-def _b(model: type[BaseModel], field: str, description: str) -> Any:
+# Upper bounds the API adds where the training config has none: without them 2**63 or 1e308
+# (or Infinity, which Python's JSON parser accepts) passed validation and broke later — a
+# seed ≥ 2**32 made every run fail in np.random.seed, an infinite budget made the run's own
+# answer unserialisable (a 500). Checked on the final config too (see `check_caps`), so
+# `config` and `overrides` cannot get around them.
+API_CAPS: dict[str, float] = {
+    "num_train": 2**31 - 1,
+    "seed": 2**32 - 1,
+    "max_minutes": 10_000_000.0,
+    "max_steps": 10**12,
+    "freeze_prototypes_iters": 10**12,
+    "warmup_epochs": 10_000,
+}
+
+
+def _b(model: type[BaseModel], field: str, description: str, name: str | None = None) -> Any:
     """An optional request field carrying the training config's bounds and a description."""
-    return Field(None, description=description, **bounds(model, field))
+    b = bounds(model, field)
+    cap = API_CAPS.get(name or field)
+    if cap is not None and "le" not in b and "lt" not in b:
+        b["le"] = cap
+    return Field(None, description=description, **b)
 
 
 class RunCreate(BaseModel):

@@ -30,8 +30,10 @@ import os
 import pickle
 import random
 import re
+import shutil
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,11 +179,34 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         # NamedTemporaryFile creates the file 0600; give it the mode a plain open() would.
         os.chmod(tmp.name, 0o666 & ~_UMASK)
         os.replace(tmp.name, path)
-    except BaseException:
+    except BaseException as e:
+        written = _size_or_none(tmp.name)
         with contextlib.suppress(OSError):
             os.unlink(tmp.name)
+        if isinstance(e, RuntimeError):
+            # torch's zip writer reports a short write (a full disk, a file-size limit) as
+            # "[enforce fail at inline_container.cc:…] unexpected pos …": say what happened.
+            raise CheckpointError(
+                f"cannot save {path}: writing failed after {written} bytes — is the disk full? "
+                f"({_free_space(path.parent)}); the previous checkpoint is untouched "
+                f"[{_first_line(e, 200)}]"
+            ) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _size_or_none(name: str) -> int | None:
+    try:
+        return os.stat(name).st_size
+    except OSError:
+        return None
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free} bytes free"
+    except OSError:
+        return "free space unknown"
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -189,6 +214,34 @@ def _first_line(e: BaseException, limit: int = 300) -> str:
     text = str(e).strip().splitlines()
     line = text[0] if text else ""
     return (line[:limit] + "…") if len(line) > limit else line
+
+
+# A zip checkpoint may declare at most this much more uncompressed data than the file holds.
+# torch.save stores its records uncompressed, so a genuine file declares about its own size;
+# torch.load would otherwise allocate and inflate whatever the archive declares (a 1 MB upload
+# expanding to gigabytes of memory) before it could notice anything was wrong.
+ZIP_SLACK_BYTES = 64 * 2**20
+ZIP_MAX_RATIO = 4
+
+
+def _refuse_zip_bomb(path: Path, size: int) -> None:
+    """CheckpointError when a zip archive declares far more data than the file contains."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy (pickle) format, or not a checkpoint at all: torch.load decides
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # a damaged archive: torch.load reports it as corrupt
+    declared = sum(max(i.file_size, 0) for i in infos)
+    if declared > max(ZIP_MAX_RATIO * size, size + ZIP_SLACK_BYTES):
+        biggest = max(infos, key=lambda i: i.file_size)
+        raise CheckpointError(
+            f"{path}: refused: the archive declares {declared} bytes of content in a "
+            f"{size}-byte file ({biggest.filename!r}: {biggest.file_size} bytes from "
+            f"{biggest.compress_size}); a checkpoint's records are stored uncompressed, so this "
+            "looks like a zip bomb — nothing was decompressed"
+        )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -211,6 +264,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a regular file")
     if st.st_size == 0:
         raise CheckpointError(f"{path}: the file is empty")
+    _refuse_zip_bomb(path, st.st_size)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -46,7 +46,7 @@ def _checkpoint_info(path: FsPath) -> dict[str, Any]:
 
 @router.get("/checkpoints", response_model=list[CheckpointOut], summary="All checkpoints")
 def list_checkpoints(
-    run_id: int | None = Query(None, ge=1, description="only this run's"),
+    run_id: int | None = Query(None, ge=1, le=2**62, description="only this run's"),
     limit: int = Query(1000, ge=1, le=10_000),
     svc: Services = Depends(get_services),
 ) -> list[CheckpointOut]:

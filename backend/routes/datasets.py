@@ -52,8 +52,10 @@ def dataset_image(
     size: int | None = Query(None, ge=8, le=512, description="thumbnail side in pixels"),
     data_root: str | None = Query(None, max_length=4096),
     image_size: int | None = Query(None, ge=8, le=256, description="load the set at this side"),
-    num_train: int | None = Query(None, ge=16, description="as the run's num_train (train split)"),
-    seed: int = Query(0, ge=0, description="as the run's data.seed"),
+    num_train: int | None = Query(
+        None, ge=16, le=2**31 - 1, description="as the run's num_train (train split)"
+    ),
+    seed: int = Query(0, ge=0, le=2**31 - 1, description="as the run's data.seed"),
     svc: Services = Depends(get_services),
 ) -> Response:
     from models.config import DataConfig

@@ -17,7 +17,6 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from backend.schemas import ErrorOut
 from backend.services import Services, get_services
 from backend.store import TERMINAL_STATUSES
 
@@ -25,6 +24,10 @@ router = APIRouter(tags=["runs"])
 
 BATCH = 500  # events read per query; a replay of a long run arrives in such pages
 RETRY_MS = 2000  # how long EventSource waits before reconnecting
+MAX_ID = 2**62  # ids and cursors are SQLite integers
+# Errors answer JSON, not an event stream: documented as such (the route's own media type is
+# text/event-stream, which FastAPI would otherwise give every documented answer).
+_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
 
 
 @dataclass
@@ -39,7 +42,10 @@ def stream_start(
         None, alias="Last-Event-ID", description="sent by EventSource when it reconnects"
     ),
     last_event_id: int | None = Query(
-        None, ge=0, description="start after this event id (the header wins when both are set)"
+        None,
+        ge=0,
+        le=MAX_ID,
+        description="start after this event id (the header wins when both are set)",
     ),
     svc: Services = Depends(get_services),
 ) -> StreamStart:
@@ -47,9 +53,11 @@ def stream_start(
     cursor = last_event_id or 0
     if last_event_id_header is not None and last_event_id_header.strip():
         text = last_event_id_header.strip()
-        if not text.isdigit():
+        # isdecimal, not isdigit: '²' is a digit that int() refuses. Bounded: the cursor goes
+        # into an SQLite query, where a number beyond 64 bits failed mid-stream.
+        if not (text.isascii() and text.isdecimal()) or len(text) > 19 or int(text) > MAX_ID:
             raise HTTPException(
-                400, f"Last-Event-ID must be an event id (an integer), got {text!r}"
+                400, f"Last-Event-ID must be an event id (an integer ≤ 2**62), got {text[:40]!r}"
             )
         cursor = int(text)
     run = svc.store.get_run(run_id)
@@ -67,7 +75,8 @@ def stream_start(
     summary="Follow a run live (Server-Sent Events)",
     responses={
         204: {"description": "the run is finished and the client has all its events"},
-        404: {"model": ErrorOut},
+        400: {"description": "a Last-Event-ID that is not an event id", "content": _JSON_ERROR},
+        404: {"description": "no such run", "content": _JSON_ERROR},
     },
 )
 async def run_events(

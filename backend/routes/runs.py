@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from backend.errors import train_config_errors
 from backend.jobs import JobError
 from backend.paths import NEEDS_ROOT, default_data_root
 from backend.schemas import (
+    API_CAPS,
     METHOD_FIELDS,
     RUN_FIELD_PATHS,
     ErrorOut,
@@ -20,6 +22,7 @@ from backend.schemas import (
     RunCreate,
     RunOut,
     RunStatus,
+    range_text,
 )
 from backend.services import Services, get_services
 from backend.store import dumps
@@ -28,7 +31,10 @@ router = APIRouter(tags=["runs"])
 
 METRICS_PAGE_DEFAULT = 1000
 METRICS_PAGE_MAX = 5000
-RunId = Path(ge=1, le=2**62, description="run id")
+# Ids, offsets and cursors end up as SQLite integers (64-bit): a larger number would not
+# fit the query and fail with OverflowError (a 500) instead of a 422 naming the parameter.
+MAX_ID = 2**62
+RunId = Path(ge=1, le=MAX_ID, description="run id")
 
 
 def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -83,7 +89,51 @@ def build_config(body: RunCreate, svc: Services) -> dict[str, Any]:
         cfg = TrainConfig.model_validate(tree)
     except ValidationError as e:
         raise HTTPException(422, train_config_errors(e, body.method)) from None
-    return cfg.model_dump(mode="json")
+    out = cfg.model_dump(mode="json")
+    problems = check_caps(out) + non_finite(out, ("body", "config"))
+    if problems:
+        raise HTTPException(422, problems)
+    return out
+
+
+# Reachable only through `config` / `overrides`, with the same trouble as the named seed.
+EXTRA_CAPS: dict[tuple[str, ...], float] = {("data", "seed"): 2**32 - 1}
+
+
+def check_caps(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The API's upper bounds (schemas.API_CAPS), whichever of the fields, `config` or
+    `overrides` set the value."""
+    limits = [(RUN_FIELD_PATHS[n], cap, n) for n, cap in API_CAPS.items()]
+    limits += [(path, cap, None) for path, cap in EXTRA_CAPS.items()]
+    out = []
+    for path, cap, name in limits:
+        node: Any = config
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, int | float) and not node <= cap:  # `not <=` also catches NaN
+            label = name or ".".join(path)
+            allowed = f"{label} ≤ {cap}"
+            out.append(
+                {
+                    "loc": ["body", name] if name else ["body", "config", *path],
+                    "msg": f"Input should be less than or equal to {cap} (allowed: {allowed})",
+                    "type": "less_than_equal",
+                    "allowed": range_text(RunCreate, name) if name else allowed,
+                }
+            )
+    return out
+
+
+def non_finite(value: Any, loc: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """NaN and ±Infinity (JSON tokens Python accepts) anywhere in the config: refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        msg = f"must be a finite number, got {value}"
+        return [{"loc": list(loc), "msg": msg, "type": "finite_number"}]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in non_finite(v, (*loc, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in non_finite(v, (*loc, i))]
+    return []
 
 
 def run_out(svc: Services, run: dict[str, Any], latest: int | None = None) -> RunOut:
@@ -128,7 +178,7 @@ def create_run(body: RunCreate, svc: Services = Depends(get_services)) -> RunOut
 def list_runs(
     status: RunStatus | None = None,
     limit: int = Query(200, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
     svc: Services = Depends(get_services),
 ) -> list[RunOut]:
     latest = svc.store.latest_checkpoint_ids()
@@ -186,7 +236,7 @@ def resume_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> Ru
 )
 def run_metrics(
     run_id: int = RunId,
-    since: int = Query(0, ge=0, description="the last event id already seen"),
+    since: int = Query(0, ge=0, le=MAX_ID, description="the last event id already seen"),
     limit: int = Query(METRICS_PAGE_DEFAULT, ge=1, le=METRICS_PAGE_MAX),
     types: list[Literal["start", "step", "epoch", "checkpoint", "end"]] | None = Query(
         None, alias="type", description="only these event types (repeat the parameter)"
