@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test soak lint bench clean chromium
+.PHONY: setup demo test soak lint bench bench-quick clean chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,15 @@ test: $(STAMP) chromium lint
 soak: $(STAMP)
 	$(PY) -m pytest -q -m soak
 
+# lightly is the peer the training step is compared with; --no-deps because its declared
+# requirements (pytorch-lightning, hydra-core) could pull in another torch.
 bench: $(STAMP)
-	$(PY) benchmarks/training_quality.py
+	$(PY) -m pip install --quiet --no-deps 'lightly==1.6.0'
+	$(PY) benchmarks/run_all.py
+
+bench-quick: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps 'lightly==1.6.0'
+	$(PY) benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

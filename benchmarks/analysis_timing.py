@@ -6,7 +6,7 @@ Without --checkpoint it first trains a SwAV with K = 100 prototypes on `shapes` 
 weights' quality does not matter for timing). All timings use the `shapes` train split (or the
 checkpoint's data set). Besides the end-to-end calls it times their parts (data + features,
 UMAP alone once numba has compiled, the faiss search alone) so a slow figure can be placed.
-Writes benchmarks/out/analysis_timing.json and prints a markdown table.
+Writes benchmarks/out/analysis_timing.json (or --json PATH) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, help="time this checkpoint instead of training")
     ap.add_argument("--images", type=int, default=10_000)
     ap.add_argument("--minutes", type=float, default=0.3, help="training budget without one")
+    ap.add_argument("--json", type=Path, default=OUT / "analysis_timing.json", help="output")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="protoscope-bench-"))
     ckpt = args.checkpoint or train_k100(work / "run", args.minutes)
@@ -90,8 +91,8 @@ def main() -> None:
         **sizes,
         **{k: round(v, 3) for k, v in rows.items()},
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "analysis_timing.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{sizes['images']} images, K = {sizes['prototypes']}\n")
     print("| measurement | seconds |\n|---|---|")
     for k, v in rows.items():

@@ -6,7 +6,7 @@ Starts `protoscope serve` (default settings) on a free port with a fresh data fo
 `GET /runs` on the idle server, then starts a default SwAV run on `shapes` with a time budget
 and, while it trains, measures `GET /runs` again and the delay between each step event's
 `time` (stamped by the trainer when the step ends) and its arrival at an SSE client. Writes
-benchmarks/out/api_latency.json and prints it.
+benchmarks/out/api_latency.json (or --json PATH) and prints it.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200, help="GET /runs requests per phase")
     ap.add_argument("--pause", type=float, default=0.05, help="seconds between requests")
     ap.add_argument("--minutes", type=float, default=1.0, help="the run's training budget")
+    ap.add_argument("--json", type=Path, default=OUT / "api_latency.json", help="output")
     args = ap.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="protoscope-latency-"))
@@ -156,8 +157,8 @@ def main() -> None:
         f"{args.pause * 1000:.0f} ms apart; default server settings (event poll 50 ms, "
         "training process at nice 5); SSE delay = arrival time − the step event's `time`.",
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "api_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -7,7 +7,7 @@ SwAV with equipartition off, its number of active prototypes over the first minu
 
     python benchmarks/training_quality.py [--minutes 5] [--only swav,pcl,...]
 
-Writes benchmarks/out/training_quality.json and prints a markdown table.
+Writes benchmarks/out/training_quality.json (or --json PATH) and prints the results.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--only", default="random,swav,pcl,supervised,collapse")
+    ap.add_argument("--json", type=Path, default=OUT / "training_quality.json", help="output")
     args = ap.parse_args()
     which = set(args.only.split(","))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,8 @@ def main() -> None:
             "knn": curve(ev, [m for m in marks if m <= 2]),
             "final_loss": next(e["loss"] for e in reversed(ev) if e["type"] == "step"),
         }
-    (OUT / "training_quality.json").write_text(json.dumps(results, indent=2))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 

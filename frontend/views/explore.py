@@ -72,7 +72,7 @@ def main() -> None:
     st.title("Explore")
     st.caption(
         "A 2-D UMAP map of a checkpoint's embeddings. Hover a point to see its image, index, "
-        "label and cluster; click one, or draw a box or lasso, to see the images beside it."
+        "label and cluster; draw a box or lasso to see the selected images beside it."
     )
     c = ui.require_backend()
     ckpt = choose_checkpoint(c, key="explore_ckpt")
@@ -113,7 +113,7 @@ def main() -> None:
     by_index = {p["index"]: p for p in points}
     with right:
         if not chosen:
-            st.info("Click a point, or use the box / lasso tools above the map, to see images.")
+            st.info("Use the box or lasso tool above the map to see the selected images here.")
         else:
             selected_panel(c, ckpt, dataset, chosen, by_index, names)
     if len(chosen) > 1:
