@@ -124,9 +124,9 @@ class PCLConfig(_Strict):
         return self
 
 
-# PCL's default learning-rate warm-up, in epochs. Without it, AdamW's full step from the first
-# iteration drove the query encoder away faster than the momentum key encoder could follow:
-# InfoNCE climbed to ln(queue + 1) and kNN stayed at chance for ~1,400 steps (see README).
+# PCL's default learning-rate warm-up, in epochs. Without it, with AdamW's full step from the
+# first iteration, InfoNCE climbed to ln(queue + 1) and kNN stayed near chance for ~1,400 steps
+# on `shapes` (likely the query encoder outrunning the momentum key encoder; see README).
 PCL_WARMUP_EPOCHS = 2.0
 
 
