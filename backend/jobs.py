@@ -224,6 +224,8 @@ class JobManager:
         if resume:
             cmd.append("--resume")
         env = dict(os.environ)
+        share = max(1, (os.cpu_count() or 1) // self.settings.max_concurrent_runs)
+        env.setdefault("PROTOSCOPE_WORKER_THREADS", str(share))
         # The worker must import this very code, wherever the server was started from.
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p

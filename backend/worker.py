@@ -116,6 +116,11 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+# Set by the server: this worker's share of the cores. Two runs with torch's default (every
+# core each) on a 2-core machine oversubscribed it so badly that each ran ~35x slower.
+THREADS_ENV = "PROTOSCOPE_WORKER_THREADS"
+
+
 def run_worker(data_dir: Path, run_id: int, resume: bool) -> int:
     store = Store(data_dir / "protoscope.sqlite3", data_dir)
     run = store.get_run(run_id)
@@ -134,6 +139,11 @@ def run_worker(data_dir: Path, run_id: int, resume: bool) -> int:
         raise
     try:
         cfg = TrainConfig.model_validate(run["config"])
+        threads = os.environ.get(THREADS_ENV)
+        if cfg.num_threads is None and threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
         trainer = Trainer(
             cfg,
             store.absolute(run["out_dir"]),

@@ -32,7 +32,7 @@ from playwright.sync_api import sync_playwright
 CHROMIUM = "/usr/bin/chromium"
 URL_LINE = re.compile(r"^(http://127\.0\.0\.1:\d+)\s*$")
 # A plotly chart whose SVG holds at least one drawn trace point/line.
-CHART_WITH_DATA = '[data-testid="stPlotlyChart"] .js-plotly-plot .plot .trace'
+CHART_WITH_DATA = '[data-testid="stPlotlyChart"] .js-plotly-plot .trace'
 
 
 def wait_for_url(proc: subprocess.Popen[str], log: list[str], timeout_s: float) -> str:
@@ -91,7 +91,7 @@ def main() -> int:
     ap.add_argument("--repo", default=str(Path(__file__).resolve().parent.parent))
     ap.add_argument("--keep", action="store_true", help="keep the clone")
     ap.add_argument("--screenshot", type=Path, default=None)
-    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--timeout", type=float, default=600.0)
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="protoscope-demo-"))
