@@ -38,6 +38,7 @@ from models.backbones import build_backbone
 from models.build import build_model
 from models.config import SwAVConfig, TrainConfig
 from models.method import MethodModule, StepOutput
+from models.swav import backbone_by_size
 from models.train import Trainer, _build_optimizer, _lr_at
 
 FROZEN_OFFSET = 1000  # step numbers past both libraries' prototype freeze (100 steps)
@@ -75,15 +76,8 @@ class LightlySwAV(MethodModule):
         self, views: list[Tensor], labels: Tensor | None, iteration: int, epoch: int
     ) -> StepOutput:
         batch = views[0].shape[0]
-        feats: list[Tensor] = []
-        start = 0
-        while start < len(views):  # crops of one size through the backbone at once, as ours
-            end = start
-            while end < len(views) and views[end].shape[-1] == views[start].shape[-1]:
-                end += 1
-            feats.append(self.backbone(torch.cat(views[start:end])))
-            start = end
-        z = F.normalize(self.projection_head(torch.cat(feats)), dim=1)
+        # Crops of one size through the backbone at once, exactly as ours.
+        z = F.normalize(self.projection_head(backbone_by_size(self.backbone, views)), dim=1)
         scores = self.prototypes(z, step=iteration)
         per_crop = list(scores.split(batch))
         loss = self.criterion(per_crop[: self.num_large], per_crop[self.num_large :])

@@ -41,6 +41,20 @@ def _logsumexp(x: Tensor, dim: int | None, all_reduce: bool) -> Tensor:
     return out.reshape(()) if dim is None else out
 
 
+def backbone_by_size(backbone: nn.Module, views: list[Tensor]) -> Tensor:
+    """Backbone features of all crops, each run of equal-sized crops in one batch (SwAV's trick:
+    one forward pass per resolution instead of one per crop). Rows follow the order of views."""
+    feats: list[Tensor] = []
+    start = 0
+    while start < len(views):
+        end = start
+        while end < len(views) and views[end].shape[-1] == views[start].shape[-1]:
+            end += 1
+        feats.append(backbone(torch.cat(views[start:end])))
+        start = end
+    return torch.cat(feats)
+
+
 @torch.no_grad()
 def sinkhorn(scores: Tensor, epsilon: float = 0.05, n_iters: int = 3) -> Tensor:
     """Equipartitioned soft assignments (codes) for a batch of prototype scores.
@@ -139,15 +153,7 @@ class SwAV(MethodModule):
 
     def _forward_crops(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Embeddings and scores of all crops, crops of one size batched through the backbone."""
-        feats: list[Tensor] = []
-        start = 0
-        while start < len(views):
-            end = start
-            while end < len(views) and views[end].shape[-1] == views[start].shape[-1]:
-                end += 1
-            feats.append(self.backbone(torch.cat(views[start:end])))
-            start = end
-        z = F.normalize(self.projection_head(torch.cat(feats)), dim=1)
+        z = F.normalize(self.projection_head(backbone_by_size(self.backbone, views)), dim=1)
         return z, self.prototypes(z)
 
     # --- trainer hooks ------------------------------------------------------------------

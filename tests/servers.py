@@ -111,3 +111,22 @@ def frontend_server(api_url: str, log: Path) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+def data_files(folder: Path) -> set[str]:
+    """Every file under a backend's data folder, except the database's own files."""
+    if not folder.exists():
+        return set()
+    return {
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and "protoscope.sqlite3" not in p.name
+    }
+
+
+def upload_checkpoint(
+    api: str, payload: bytes, filename: str = "ck.pt", timeout: float = 30, **data: str
+) -> requests.Response:
+    """POST a checkpoint file to the backend, as the app's upload does."""
+    files = {"file": (filename, payload, "application/octet-stream")}
+    return requests.post(f"{api}/checkpoints", files=files, data=data, timeout=timeout)

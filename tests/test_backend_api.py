@@ -22,7 +22,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.servers import ROOT, backend_server
+from tests.servers import ROOT, backend_server, data_files, upload_checkpoint
 
 # Small enough that the oversized-upload test sends little, large enough for a tiny checkpoint.
 UPLOAD_LIMIT_MB = 2
@@ -45,22 +45,6 @@ def api(data_dir: Path) -> Iterator[str]:
     env = {**_clean_env(), "PROTOSCOPE_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)}
     with backend_server(data_dir, env=env) as url:
         yield url
-
-
-def _files(folder: Path) -> set[str]:
-    """Every file under `folder` except the database's own files."""
-    if not folder.exists():
-        return set()
-    return {
-        str(p.relative_to(folder))
-        for p in folder.rglob("*")
-        if p.is_file() and "protoscope.sqlite3" not in p.name
-    }
-
-
-def _upload(api: str, payload: bytes, filename: str = "ck.pt", **data: str) -> requests.Response:
-    files = {"file": (filename, payload, "application/octet-stream")}
-    return requests.post(f"{api}/checkpoints", files=files, data=data, timeout=TIMEOUT)
 
 
 def _until_ready(url: str, params: dict[str, Any] | None = None) -> requests.Response:
@@ -248,7 +232,7 @@ class _Evil:
 def test_upload_refuses_pickle_truncated_and_junk(
     api: str, data_dir: Path, swav_checkpoint: Path
 ) -> None:
-    before = _files(data_dir)
+    before = data_files(data_dir)
     good = swav_checkpoint.read_bytes()
     # torch.save of a real state dict with an object whose unpickling runs a command.
     import torch
@@ -262,24 +246,24 @@ def test_upload_refuses_pickle_truncated_and_junk(
         "junk": b"definitely not a checkpoint" * 100,
     }
     for what, payload in cases.items():
-        r = _upload(api, payload, filename=f"{what}.pt")
+        r = upload_checkpoint(api, payload, filename=f"{what}.pt")
         assert r.status_code == 400, (what, r.status_code, r.text)
         detail = _detail(r)
         assert "checkpoint" in detail and "Traceback" not in detail, (what, detail)
         assert str(data_dir) not in detail  # no server paths leak
     assert not Path("/tmp/protoscope-pwned").exists()
-    assert _files(data_dir) == before  # nothing kept, not even a temp file
+    assert data_files(data_dir) == before  # nothing kept, not even a temp file
     r = requests.post(f"{api}/checkpoints", data=b"raw", timeout=TIMEOUT)
     assert r.status_code in (400, 415)
     r = requests.post(f"{api}/checkpoints", files={"other": ("x", b"1")}, timeout=TIMEOUT)
     assert r.status_code == 400
-    assert _files(data_dir) == before
+    assert data_files(data_dir) == before
 
 
 def test_upload_too_large_is_413(api: str, data_dir: Path) -> None:
-    before = _files(data_dir)
+    before = data_files(data_dir)
     payload = os.urandom((UPLOAD_LIMIT_MB + 1) * 2**20)
-    r = _upload(api, payload, filename="big.pt")
+    r = upload_checkpoint(api, payload, filename="big.pt")
     assert r.status_code == 413, r.text
     assert "limit" in _detail(r)
 
@@ -299,14 +283,14 @@ def test_upload_too_large_is_413(api: str, data_dir: Path) -> None:
         timeout=TIMEOUT,
     )
     assert r.status_code == 413, r.text
-    assert _files(data_dir) == before
+    assert data_files(data_dir) == before
 
 
 @pytest.fixture(scope="module")
 def uploaded(api: str, swav_checkpoint: Path, swav_checkpoint_b: Path) -> tuple[int, int]:
     ids = []
     for path, name in ((swav_checkpoint, "tiny A"), (swav_checkpoint_b, "tiny B")):
-        r = _upload(api, path.read_bytes(), filename="last.pt", name=name)
+        r = upload_checkpoint(api, path.read_bytes(), filename="last.pt", name=name)
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     return ids[0], ids[1]

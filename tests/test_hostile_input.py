@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from models.checkpoints import CheckpointError, load_checkpoint, load_model
-from tests.servers import backend_server
+from tests.servers import backend_server, data_files, upload_checkpoint
 
 TIMEOUT = 30
 
@@ -48,19 +48,6 @@ class _Marker:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (os.system, (f"touch {self.marker}",))
-
-
-def _files(folder: Path) -> set[str]:
-    return {
-        str(p.relative_to(folder))
-        for p in folder.rglob("*")
-        if p.is_file() and "sqlite3" not in p.name
-    }
-
-
-def _upload(api: str, payload: bytes, filename: str = "ck.pt", **data: str) -> requests.Response:
-    files = {"file": (filename, payload, "application/octet-stream")}
-    return requests.post(f"{api}/checkpoints", files=files, data=data, timeout=TIMEOUT)
 
 
 def _error(resp: requests.Response, *statuses: int) -> str:
@@ -177,7 +164,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def checkpoint_id(world: dict[str, Any], swav_checkpoint: Path) -> int:
-    r = _upload(world["api"], swav_checkpoint.read_bytes(), filename="good.pt")
+    r = upload_checkpoint(world["api"], swav_checkpoint.read_bytes(), filename="good.pt")
     assert r.status_code == 201, r.text
     return int(r.json()["id"])
 
@@ -197,15 +184,15 @@ def test_checkpoints_that_would_run_code_or_are_broken_are_refused(
         "random": (random.Random(0).randbytes(64 * 1024), "checkpoint"),
         "zip bomb": (bomb.read_bytes(), "zip bomb"),
     }
-    before = _files(data)
+    before = data_files(data)
     for what, (payload, needle) in cases.items():
         t0 = time.monotonic()
-        detail = _error(_upload(api, payload, filename=f"{what}.pt"), 400)
+        detail = _error(upload_checkpoint(api, payload, filename=f"{what}.pt"), 400)
         assert needle in detail and "not a usable checkpoint" in detail, (what, detail)
         assert str(data) not in detail, "no server paths in messages"
         assert time.monotonic() - t0 < 10, what
     assert not marker.exists(), "the checkpoint's pickle ran"
-    assert _files(data) == before, "a refused upload left something behind"
+    assert data_files(data) == before, "a refused upload left something behind"
     # The loader itself refuses the evil file the same way (the upload goes through it).
     path = base / "evil.pt"
     path.write_bytes(evil.getvalue())
@@ -273,9 +260,9 @@ def test_path_traversal_in_every_path_field(world: dict[str, Any], checkpoint_id
     # Upload file names are labels: the file is stored under a name the server picks.
     before = {p for p in world["base"].rglob("*") if p.is_file() and data not in p.parents}
     for filename in ("../../../escape.pt", "/tmp/escape.pt", "..\\..\\escape.pt", "..%2fescape"):
-        _error(_upload(api, b"junk" * 10, filename=filename), 400)
+        _error(upload_checkpoint(api, b"junk" * 10, filename=filename), 400)
     payload = next((data / "uploads").glob("*.pt")).read_bytes()
-    r = _upload(api, payload, filename="../../../../escape.pt", name="../../escape")
+    r = upload_checkpoint(api, payload, filename="../../../../escape.pt", name="../../escape")
     assert r.status_code == 201, r.text
     row = r.json()
     assert row["filename"] == "escape.pt" and row["name"] == "../../escape"
