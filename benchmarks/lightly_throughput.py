@@ -95,7 +95,7 @@ def make_step(
 
     def step(idx: Tensor, iteration: int) -> float:
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(cfg, 0.1)
+            group["lr"] = _lr_at(cfg, 0.1, iteration, trainer.steps_per_epoch)
         images = trainer.train_images[idx]
         views = [v.contiguous(memory_format=torch.channels_last) for v in trainer.multicrop(images)]
         model.set_batch_index(idx)

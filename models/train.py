@@ -63,28 +63,19 @@ def _pick_device(cfg: TrainConfig, dist_info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
-def _lr_at(
-    cfg: TrainConfig, progress: float, step: int | None = None, steps_per_epoch: int = 1
-) -> float:
+def _lr_at(cfg: TrainConfig, progress: float, step: int, steps_per_epoch: int) -> float:
     """Cosine decay to final_lr_frac · lr over progress ∈ [0, 1], times a linear warm-up.
 
-    The warm-up counts steps (warmup_epochs · steps_per_epoch) when `step` is given: a run
+    The warm-up counts steps (warmup_epochs · steps_per_epoch), not a fraction of `epochs`: a run
     bounded by max_steps or max_minutes sets epochs far above what it will reach, and a warm-up
-    measured as a fraction of `epochs` would then last a handful of steps. Without `step` it is
-    the fraction warmup_epochs / epochs of progress.
+    measured against `epochs` would then last a handful of steps.
     """
     o = cfg.optim
     final = o.lr * o.final_lr_frac
-    if step is not None:
-        warm_steps = o.warmup_epochs * steps_per_epoch
-        ramp = min(1.0, (step + 1) / warm_steps) if warm_steps > 0 else 1.0
-        cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return ramp * (final + (o.lr - final) * cos)
-    warm = min(o.warmup_epochs / cfg.epochs, 0.5)
-    if progress < warm:
-        return o.lr * progress / warm
-    t = (progress - warm) / max(1e-8, 1 - warm)
-    return final + 0.5 * (o.lr - final) * (1 + math.cos(math.pi * min(1.0, t)))
+    warm_steps = o.warmup_epochs * steps_per_epoch
+    ramp = min(1.0, (step + 1) / warm_steps) if warm_steps > 0 else 1.0
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return ramp * (final + (o.lr - final) * cos)
 
 
 def _build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -465,9 +456,7 @@ class Trainer:
     def _train_step(self, idx: Tensor, epoch: int, temperature: float) -> Event:
         cfg = self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = _lr_at(
-                cfg, self._progress_fraction(), self.step, self.steps_per_epoch
-            )
+            group["lr"] = _lr_at(cfg, self._progress_fraction(), self.step, self.steps_per_epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         images = self.train_images[idx]
         labels = self.train_labels[idx] if self.train_labels is not None else None
