@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test soak lint bench bench-quick clean chromium
+.PHONY: setup demo test soak lint bench bench-quick docker-smoke clean chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps 'lightly==1.6.0'
 	$(PY) benchmarks/run_all.py --quick
+
+# Builds both images and checks the CPU compose stack end to end (needs a Docker engine).
+docker-smoke:
+	bash scripts/docker_smoke.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -184,6 +184,16 @@ class Client:
     def checkpoints(self) -> Any:
         return self._json("GET", "/checkpoints")
 
+    def upload_checkpoint(self, filename: str, data: Any, name: str | None = None) -> Any:
+        """POST /checkpoints: `data` is bytes or a file object; the backend validates it."""
+        fields = {"name": name} if name else None
+        return self._json(
+            "POST",
+            "/checkpoints",
+            files={"file": (filename, data, "application/octet-stream")},
+            data=fields,
+        )
+
     def diagnostics(self, ckpt: int | str, **params: Any) -> Any | Pending:
         return self._maybe_pending(f"/checkpoints/{ckpt}/diagnostics", params or None)
 

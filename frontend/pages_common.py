@@ -56,7 +56,7 @@ def choose_checkpoint(
     if not ckpts:
         st.info(
             "No checkpoints yet. Start a run on the **Runs** page (a checkpoint is written after "
-            "every epoch) or upload one through the API (`POST /checkpoints`)."
+            "every epoch) or import one there (**Import a checkpoint**)."
         )
         return None
     by_id = {ck["id"]: ck for ck in ckpts}

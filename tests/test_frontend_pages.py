@@ -323,3 +323,31 @@ def test_runs_page_starts_and_stops_a_run(
         time.sleep(0.5)
         status = requests.get(f"{backend.url}/runs/{new['id']}", timeout=10).json()["status"]
     assert status in ("stopped", "completed")
+
+
+def test_runs_page_imports_a_checkpoint_and_refuses_junk(
+    backend: Backend, swav_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = {ck["id"] for ck in requests.get(f"{backend.url}/checkpoints", timeout=10).json()}
+    at = _page(backend, "runs", monkeypatch)
+    at.file_uploader(key="import_file").set_value(
+        ("junk.pt", b"definitely not a checkpoint" * 50, "application/octet-stream")
+    )
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    # The backend's own reason, shown as a message, and nothing kept.
+    assert any("POST /checkpoints failed (400)" in str(e.value) for e in at.error), at.error
+    after_junk = {ck["id"] for ck in requests.get(f"{backend.url}/checkpoints", timeout=10).json()}
+    assert after_junk == before
+
+    at.file_uploader(key="import_file").set_value(
+        ("last.pt", swav_checkpoint.read_bytes(), "application/octet-stream")
+    )
+    at.text_input(key="import_name").input("imported in the app")
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    ckpts = requests.get(f"{backend.url}/checkpoints", timeout=10).json()
+    new = [ck for ck in ckpts if ck["id"] not in before]
+    assert len(new) == 1 and new[0]["method"] == "swav", new
+    assert new[0]["name"] == "imported in the app"
+    assert any(f"Imported checkpoint #{new[0]['id']}" in str(s.value) for s in at.success)

@@ -227,12 +227,44 @@ def run_controls(c: Client, run: Mapping[str, Any]) -> None:
         st.error(f"Run failed: {reason}")
 
 
+def import_form(c: Client) -> None:
+    """Upload a checkpoint: protoscope's own, or an official SwAV / PCL release."""
+    st.caption(
+        "A protoscope `.pt`, or an official release such as SwAV's `swav_800ep_pretrain.pth.tar` "
+        "or PCL's `PCL_v2_epoch200.pth.tar` (ResNet-50). The backend reads it with "
+        "`torch.load(weights_only=True)` and keeps it only if it builds a model; the analysis "
+        "pages then list it. Official checkpoints name no data set: the pages analyse them on "
+        "`shapes` at 224 px (the API takes `?dataset=…&data_root=…` for another)."
+    )
+    with st.form("import_checkpoint", border=False, clear_on_submit=True):
+        upload = st.file_uploader("Checkpoint file", type=["pt", "pth", "tar"], key="import_file")
+        label = st.text_input("Name (optional)", key="import_name", max_chars=120)
+        submitted = st.form_submit_button("Import", icon=":material/upload:")
+    if not submitted:
+        return
+    if upload is None:
+        st.warning("Choose a checkpoint file first.")
+        return
+    try:
+        with st.spinner(f"Uploading and checking {upload.name} …"):
+            ckpt = c.upload_checkpoint(upload.name, upload.getvalue(), label or None)
+    except BackendError as exc:
+        st.error(exc.message)
+        return
+    st.success(
+        f"Imported checkpoint #{ckpt.get('id')} ({ckpt.get('method', '?')}). Open it on "
+        "**Explore**, **Prototypes** or **Diagnose**."
+    )
+
+
 def main() -> None:
     st.title("Runs")
     c = ui.require_backend()
     runs = list_runs(c)
     with st.expander("Start a new run", expanded=not runs):
         start_form(c)
+    with st.expander("Import a checkpoint"):
+        import_form(c)
     if not runs:
         st.info("No runs yet: start one with the form above.")
         return
