@@ -150,15 +150,19 @@ class Client:
     def datasets(self) -> Any:
         return self._json("GET", "/datasets")
 
-    def image_url(self, dataset: str, index: int, size: int | None = None) -> str:
-        q = f"?size={size}" if size else ""
-        return self.url(f"/datasets/{quote(dataset, safe='')}/images/{int(index)}{q}")
+    def image(
+        self, dataset: str, index: int, size: int | None = None, data_root: str | None = None
+    ) -> bytes:
+        """PNG bytes, fetched server-side so a token never has to reach the browser.
 
-    def image(self, dataset: str, index: int, size: int | None = None) -> bytes:
-        """PNG bytes, fetched server-side so a token never has to reach the browser."""
-        params = {"size": size} if size else None
+        `data_root` is the folder of a cifar10 / stl10 / imagefolder set, as the analysis
+        answers name it; without it the server looks only in its default place.
+        """
+        params: dict[str, Any] = {"size": size} if size else {}
+        if data_root:
+            params["data_root"] = data_root
         path = f"/datasets/{quote(dataset, safe='')}/images/{int(index)}"
-        return self._request("GET", path, params=params).content
+        return self._request("GET", path, params=params or None).content
 
     # --- runs -------------------------------------------------------------------------------
     def runs(self) -> Any:

@@ -188,7 +188,9 @@ def data_uri(png: bytes, max_side: int = THUMB_MAX_SIDE) -> str:
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _fetch_thumbnails(base_url: str, dataset: str, indices: tuple[int, ...]) -> dict[str, str]:
+def _fetch_thumbnails(
+    base_url: str, dataset: str, indices: tuple[int, ...], data_root: str | None = None
+) -> dict[str, str]:
     """{str(index): data URI} for the images that could be fetched (others are left out)."""
     local = threading.local()
 
@@ -196,7 +198,7 @@ def _fetch_thumbnails(base_url: str, dataset: str, indices: tuple[int, ...]) -> 
         if not hasattr(local, "client"):
             local.client = Client(base_url)
         try:
-            return index, data_uri(local.client.image(dataset, index))
+            return index, data_uri(local.client.image(dataset, index, data_root=data_root))
         except BackendUnavailable:
             raise
         except BackendError:
@@ -207,14 +209,19 @@ def _fetch_thumbnails(base_url: str, dataset: str, indices: tuple[int, ...]) -> 
     return {str(i): uri for i, uri in pairs if uri is not None}
 
 
-def thumbnails(dataset: str, indices: Sequence[int], base_url: str | None = None) -> dict[str, str]:
+def thumbnails(
+    dataset: str,
+    indices: Sequence[int],
+    base_url: str | None = None,
+    data_root: str | None = None,
+) -> dict[str, str]:
     """Data URIs of the first MAX_HOVER_IMAGES `indices` (data set indices), cached per map."""
     wanted = tuple(dict.fromkeys(int(i) for i in indices))[:MAX_HOVER_IMAGES]
     if not wanted:
         return {}
     url = base_url or Client().base_url
     try:
-        return _fetch_thumbnails(url, dataset, wanted)
+        return _fetch_thumbnails(url, dataset, wanted, data_root)
     except BackendError as exc:
         log.warning("no hover thumbnails for %s: %s", dataset, exc.message)
         return {}
@@ -229,7 +236,9 @@ def _component() -> Any:
         return _renderer
 
 
-def hover_previews(chart_key: str, dataset: str, indices: Sequence[int]) -> int:
+def hover_previews(
+    chart_key: str, dataset: str, indices: Sequence[int], data_root: str | None = None
+) -> int:
     """Show each point's image while the mouse is over it, on the chart with `chart_key`.
 
     Returns how many points have a preview (0 when none could be set up; the chart then keeps
@@ -238,7 +247,7 @@ def hover_previews(chart_key: str, dataset: str, indices: Sequence[int]) -> int:
     """
     try:
         with st.spinner("Fetching thumbnails for the hover previews…", show_time=True):
-            thumbs = thumbnails(dataset, indices)
+            thumbs = thumbnails(dataset, indices, data_root=data_root)
         if not thumbs:
             return 0
         _component()(

@@ -121,14 +121,21 @@ def _poll_fragment(key: str, fetch: Callable[[], Any], label: str, first: Pendin
 
 
 @st.cache_data(max_entries=4000, show_spinner=False)
-def _image_bytes(base_url: str, dataset: str, index: int, size: int | None) -> bytes:
-    return Client(base_url).image(dataset, index, size)
+def _image_bytes(
+    base_url: str, dataset: str, index: int, size: int | None, data_root: str | None
+) -> bytes:
+    return Client(base_url).image(dataset, index, size, data_root)
 
 
-def image_bytes(dataset: str, index: int, size: int | None = THUMB_PX) -> bytes | None:
-    """A data set image as PNG bytes (cached per URL), or None with a warning if it failed."""
+def image_bytes(
+    dataset: str, index: int, size: int | None = THUMB_PX, data_root: str | None = None
+) -> bytes | None:
+    """A data set image as PNG bytes (cached per URL), or None with a warning if it failed.
+
+    `data_root`: the folder of a set that lives on disk, as the analysis answer names it.
+    """
     try:
-        return _image_bytes(client().base_url, dataset, int(index), size)
+        return _image_bytes(client().base_url, dataset, int(index), size, data_root)
     except BackendError as exc:
         st.warning(exc.message)
         return None
@@ -140,6 +147,7 @@ def image_grid(
     captions: Sequence[str] | None = None,
     columns: int = 8,
     size: int = THUMB_PX,
+    data_root: str | None = None,
 ) -> None:
     """Thumbnails in rows of `columns`; captions default to the data set index."""
     if not indices:
@@ -151,7 +159,7 @@ def image_grid(
         for col, idx, cap in zip(
             cols, indices[start : start + columns], caps[start : start + columns], strict=False
         ):
-            data = image_bytes(dataset, idx, size)
+            data = image_bytes(dataset, idx, size, data_root)
             if data is not None:
                 col.image(data, caption=cap, width="stretch")
 

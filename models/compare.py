@@ -285,6 +285,7 @@ def compare_checkpoints(
         "a": str(a),
         "b": str(b),
         "dataset": name,
+        "data_root": ia.data.root,
         "split": split,
         "clustering_a": "prototypes" if ka else "kmeans",
         "clustering_b": "prototypes" if kb else "kmeans",

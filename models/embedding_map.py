@@ -322,6 +322,9 @@ def embedding_map(
             **arrays,
             "classes": np.array(classes, dtype=np.str_),
             "dataset": np.array(inputs.data.name, dtype=np.str_),
+            # The folder the images came from ("" for the built-in sets): the app fetches each
+            # point's thumbnail from it.
+            "data_root": np.array(inputs.data.root or "", dtype=np.str_),
         }
 
     arrays, cached = cached_arrays(path, compute)
@@ -331,6 +334,8 @@ def embedding_map(
         "points": points_from(arrays),
         "classes": classes or None,
         "dataset": str(arrays["dataset"]),
+        # Maps cached before the folder was stored have none.
+        "data_root": (str(arrays["data_root"]) or None) if "data_root" in arrays else None,
         "split": split,
         "num_points": int(arrays["index"].shape[0]),
         "params": params,

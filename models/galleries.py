@@ -135,6 +135,7 @@ def prototype_galleries(
         "num_prototypes": len(entries),
         "num_images": feats.num_images,
         "dataset": inputs.data.name,
+        "data_root": inputs.data.root,
         "split": split,
     }
 
@@ -191,4 +192,4 @@ def image_neighbours(
     feats = inputs.features
     protos = feats.prototypes if inputs.loaded.config.method != "supervised" else None
     out = neighbours_from(_space(feats), protos, feats.indices, index, k_images, k_prototypes)
-    return {**out, "dataset": inputs.data.name, "split": split}
+    return {**out, "dataset": inputs.data.name, "data_root": inputs.data.root, "split": split}

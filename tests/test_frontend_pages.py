@@ -108,6 +108,7 @@ class Backend:
     url: str
     run_id: int
     checkpoint_id: int
+    data: Path  # the server's data folder (its datasets/ is an allowed data root)
 
 
 def _wait_run(url: str, run_id: int) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
         # computed while the quicker pages are tested.
         for path in (f"/checkpoints/{ckpt}/embedding", f"/compare?a={ckpt}&b={ckpt}"):
             assert requests.get(url + path, timeout=30).status_code in (200, 202)
-        yield Backend(url, run["id"], ckpt)
+        yield Backend(url, run["id"], ckpt, data)
 
 
 def _page(backend: Backend, page: str, monkeypatch: pytest.MonkeyPatch, **query: Any) -> AppTest:
@@ -351,3 +352,42 @@ def test_runs_page_imports_a_checkpoint_and_refuses_junk(
     assert len(new) == 1 and new[0]["method"] == "swav", new
     assert new[0]["name"] == "imported in the app"
     assert any(f"Imported checkpoint #{new[0]['id']}" in str(s.value) for s in at.success)
+
+
+def test_an_image_folder_runs_images_come_from_its_folder(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Galleries and hover previews read a cifar10 / stl10 / imagefolder set from the folder the
+    analysis used, not from the server's default place (where this one is not)."""
+    from frontend.hover_map import thumbnails
+
+    root = backend.data / "datasets" / "my-images"
+    for k, colour in enumerate(["red", "blue"]):
+        (root / f"class{k}").mkdir(parents=True)
+        for i in range(40):
+            im = Image.new("RGB", (16, 16), "white")
+            im.putpixel((i % 16, i // 16 % 16), (255, 0, 0) if colour == "red" else (0, 0, 255))
+            im.save(root / f"class{k}" / f"{i:02d}.png")
+    run_body = {
+        **TINY_RUN,
+        "name": "image folder",
+        "dataset": "imagefolder",
+        "data_root": str(root),
+        "epochs": 1,
+        "batch_size": 16,
+        "overrides": {k: v for k, v in TINY_RUN["overrides"].items() if k != "data.num_train"},
+    }
+    r = requests.post(f"{backend.url}/runs", json=run_body, timeout=30)
+    assert r.status_code == 201, r.text
+    ckpt = _wait_run(backend.url, r.json()["id"])["latest_checkpoint_id"]
+
+    at = _page(backend, "prototypes", monkeypatch, checkpoint=ckpt)
+    at = _until(at, lambda a: len(a.metric) >= 4, "the prototypes")
+    assert not at.warning, [w.value for w in at.warning]  # a failed image fetch warns
+    assert len(at.get("image")) >= 1
+
+    thumbs = thumbnails("imagefolder", [0, 1, 2], base_url=backend.url, data_root=str(root))
+    assert sorted(thumbs) == ["0", "1", "2"]
+    assert all(uri.startswith("data:image/") for uri in thumbs.values())
+    # Without the folder the server cannot know where the images are.
+    assert thumbnails("imagefolder", [0, 1, 2], base_url=backend.url) == {}

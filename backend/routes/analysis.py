@@ -205,7 +205,11 @@ def gallery(
         answer = json.loads(body)
         for entry in answer.get("prototypes", []):
             if entry.get("prototype") == k:
-                extra = {"checkpoint_id": checkpoint_id, "dataset": answer.get("dataset")}
+                extra = {
+                    "checkpoint_id": checkpoint_id,
+                    "dataset": answer.get("dataset"),
+                    "data_root": answer.get("data_root"),
+                }
                 return json.dumps({**entry, **extra, "split": split}).encode()
         n = answer.get("num_prototypes", len(answer.get("prototypes", [])))
         raise HTTPException(404, f"no prototype {k}: this checkpoint has {n} (0–{n - 1})")

@@ -35,10 +35,11 @@ def selected_panel(
     chosen: list[int],
     by_index: Mapping[int, Mapping[str, Any]],
     names: list[str] | None,
+    data_root: str | None = None,
 ) -> None:
     first = chosen[0]
     p = by_index.get(first, {})
-    data = ui.image_bytes(dataset, first, size=160)
+    data = ui.image_bytes(dataset, first, size=160, data_root=data_root)
     if data is not None:
         st.image(data, width=160)
     label = p.get("label")
@@ -55,7 +56,7 @@ def selected_panel(
     indices = _neighbour_indices(answer)
     if indices:
         st.caption("Nearest images in the embedding")
-        ui.image_grid(dataset, indices[:NEIGHBOURS], columns=4)
+        ui.image_grid(dataset, indices[:NEIGHBOURS], columns=4, data_root=data_root)
 
 
 def _neighbour_indices(answer: Any) -> list[int]:
@@ -91,6 +92,8 @@ def main() -> None:
         return
     names = class_names(answer)
     dataset = str(answer.get("dataset") or dataset_of(ckpt))
+    # Where a cifar10 / stl10 / imagefolder set lives; the thumbnails are read from there.
+    root = answer.get("data_root") if isinstance(answer.get("data_root"), str) else None
     available = [k for k in COLOUR_KEYS if any(p.get(k) is not None for p in points)]
     colour = st.selectbox(
         "Colour by",
@@ -115,16 +118,16 @@ def main() -> None:
         if not chosen:
             st.info("Use the box or lasso tool above the map to see the selected images here.")
         else:
-            selected_panel(c, ckpt, dataset, chosen, by_index, names)
+            selected_panel(c, ckpt, dataset, chosen, by_index, names, root)
     if len(chosen) > 1:
         st.subheader(f"Selection: {len(chosen)} images")
         if len(chosen) > MAX_GALLERY:
             st.caption(f"Showing the first {MAX_GALLERY}.")
         shown = chosen[:MAX_GALLERY]
         captions = [f"#{i} · c{by_index.get(i, {}).get('cluster')}" for i in shown]
-        ui.image_grid(dataset, shown, captions=captions, columns=12)
+        ui.image_grid(dataset, shown, captions=captions, columns=12, data_root=root)
     # Last, so the map and any selection are on screen while the thumbnails are fetched (once).
-    hover_map.hover_previews(map_key, dataset, [p["index"] for p in points])
+    hover_map.hover_previews(map_key, dataset, [p["index"] for p in points], data_root=root)
 
 
 main()

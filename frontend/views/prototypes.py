@@ -51,7 +51,12 @@ def _badges(p: Mapping[str, Any]) -> str:
 
 
 def prototype_row(
-    c: Client, ckpt: Mapping[str, Any], dataset: str, p: Mapping[str, Any], total: int
+    c: Client,
+    ckpt: Mapping[str, Any],
+    dataset: str,
+    p: Mapping[str, Any],
+    total: int,
+    data_root: str | None = None,
 ) -> None:
     k = int(p["prototype"])
     with st.container(border=True):
@@ -73,7 +78,7 @@ def prototype_row(
                     f"Nearest images of prototype {k}",
                 )
                 indices = gallery_indices(answer) if answer is not None else []
-            ui.image_grid(dataset, indices[:TOP_K], columns=TOP_K)
+            ui.image_grid(dataset, indices[:TOP_K], columns=TOP_K, data_root=data_root)
 
 
 def main() -> None:
@@ -100,6 +105,9 @@ def main() -> None:
     dataset = str(
         (answer.get("dataset") if isinstance(answer, Mapping) else None) or dataset_of(ckpt)
     )
+    # Where a cifar10 / stl10 / imagefolder set lives; the gallery images are read from there.
+    root = answer.get("data_root") if isinstance(answer, Mapping) else None
+    root = root if isinstance(root, str) else None
     total = sum(p["usage"] for p in rows)
     n_empty = sum(p["empty"] for p in rows)
     n_dup = sum(bool(p["duplicate_of"]) for p in rows)
@@ -124,7 +132,7 @@ def main() -> None:
         st.info(f"No {shown_filter} prototypes.")
         return
     for p in keep[(page - 1) * PER_PAGE : page * PER_PAGE]:
-        prototype_row(c, ckpt, dataset, p, total)
+        prototype_row(c, ckpt, dataset, p, total, root)
 
 
 main()
