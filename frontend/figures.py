@@ -304,7 +304,10 @@ def embedding_figure(
     fig.update_xaxes(showticklabels=False, title_text="UMAP 1")
     fig.update_yaxes(showticklabels=False, title_text="UMAP 2", scaleanchor="x", scaleratio=1)
     _layout(fig, title, height=height)
-    fig.update_layout(dragmode="lasso", legend={"orientation": "v", "y": 1, "x": 1.02})
+    # Zoom, not lasso, by default: Streamlit turns click-to-select off while the drag mode is
+    # box or lasso, and a click on one point is the first thing people try. Box and lasso are in
+    # the chart's tool bar.
+    fig.update_layout(dragmode="zoom", legend={"orientation": "v", "y": 1, "x": 1.02})
     return fig
 
 

@@ -1,8 +1,8 @@
 """End to end in a real browser: Debian's chromium driven by Playwright, real servers, a real run.
 
 Opens the app, starts a tiny run from the Runs form, watches the live chart grow, opens Explore,
-sees the map drawn and, hovering a point, that point's image — with no error or exception element
-anywhere on the way.
+sees the map drawn and, hovering a point, that point's image; clicking it, the image and its
+nearest neighbours beside the map — with no error or exception element anywhere on the way.
 """
 
 from __future__ import annotations
@@ -87,6 +87,20 @@ def hover_shows_the_image(page: Page) -> None:
     img.wait_for(state="hidden", timeout=5_000)
 
 
+def click_shows_the_point(page: Page) -> None:
+    """Click one point: the panel beside the map shows that image (by index) and its neighbours."""
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    x, y = page.evaluate(POINT_XY, 30)
+    page.mouse.move(x - 30, y - 30)
+    page.mouse.move(x, y, steps=4)
+    hovered = page.evaluate(
+        "() => document.querySelector('.js-plotly-plot')._hoverdata[0].customdata[0]"
+    )
+    page.mouse.click(x, y)
+    page.get_by_text(f"Image {hovered} ·").wait_for(timeout=60_000)
+    page.get_by_text("Nearest images in the embedding").wait_for(timeout=60_000)
+
+
 def no_errors(page: Page) -> None:
     errors = page.locator(ERRORS)
     assert errors.count() == 0, errors.first.inner_text()
@@ -132,5 +146,7 @@ def test_start_a_run_watch_it_live_and_explore_its_map(tmp_path: Path) -> None:
         wait_until("the UMAP map", lambda: plot_points(page) > 100, 240, page)
         no_errors(page)
         hover_shows_the_image(page)
+        no_errors(page)
+        click_shows_the_point(page)
         no_errors(page)
         browser.close()

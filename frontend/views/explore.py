@@ -73,7 +73,8 @@ def main() -> None:
     st.title("Explore")
     st.caption(
         "A 2-D UMAP map of a checkpoint's embeddings. Hover a point to see its image, index, "
-        "label and cluster; draw a box or lasso to see the selected images beside it."
+        "label and cluster; click it to see its nearest images, or pick the box or lasso tool "
+        "(the chart's tool bar) to see many at once."
     )
     c = ui.require_backend()
     ckpt = choose_checkpoint(c, key="explore_ckpt")
@@ -116,7 +117,10 @@ def main() -> None:
     by_index = {p["index"]: p for p in points}
     with right:
         if not chosen:
-            st.info("Use the box or lasso tool above the map to see the selected images here.")
+            st.info(
+                "Click a point to see it and its nearest images here, or select many with the "
+                "box or lasso tool above the map."
+            )
         else:
             selected_panel(c, ckpt, dataset, chosen, by_index, names, root)
     if len(chosen) > 1:
