@@ -516,6 +516,18 @@ class LoadedModel:
     payload: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def epochs_done(self) -> int | None:
+        """Epochs completed when the file was written, as people count them (from 1).
+
+        Ours store the 0-based index of the epoch being trained (complete or not); the official
+        releases store `epoch + 1` already.
+        """
+        if self.epoch is None or self.source != "protoscope":
+            return self.epoch
+        extra = self.payload.get("extra") if isinstance(self.payload.get("extra"), dict) else {}
+        return self.epoch + 1 if extra.get("epoch_complete", True) else self.epoch
+
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -81,6 +81,9 @@ ONE_CLUSTER_MAX_DIVERSITY = 0.1
 # Mean per-sample entropy at or above this fraction of ln K means flat predictions
 # (DESIGN.md §3: uniform collapse is mean H(p_i) → ln K); 0.95 leaves room for noise.
 UNIFORM_MIN_CONFIDENCE = 0.95
+# A checkpoint this many epochs old or younger that reads "uniform collapse" gets a note: runs
+# start flat (seen on shapes: flat at epoch 1, healthy at epoch 2 with the default SwAV).
+EARLY_EPOCHS = 2
 # …and mutual information H(mean p) − mean H(p_i) at most this fraction of ln K: the predictions
 # say nothing about which image they came from.
 UNIFORM_MAX_MI = 0.05
@@ -446,7 +449,7 @@ class DiagnosticReport(BaseModel):
     method: str
     checkpoint: str | None = None
     source: str | None = None
-    epoch: int | None = None
+    epoch: int | None = None  # epochs completed when it was written (from 1)
     step: int | None = None
     dataset: str | None = None
     split: str | None = None
@@ -668,13 +671,15 @@ def diagnose_checkpoint(
     if recent_losses is None and cfg.method == "swav":
         recent_losses = recent_losses_from_run(path, loaded.step)
     metrics = _measure(cfg, feats, recent_losses)
+    epochs_done = loaded.epochs_done
+    metrics["reason"] += early_note(metrics["verdict"], loaded.source, epochs_done)
     pcl = _pcl_clusterings(loaded.model, feats.projected)
     out = DiagnosticReport(
         **metrics,
         method=cfg.method,
         checkpoint=str(path),
         source=loaded.source,
-        epoch=loaded.epoch,
+        epoch=epochs_done,
         step=loaded.step,
         dataset=data_cfg.name,
         split=split,
@@ -685,6 +690,22 @@ def diagnose_checkpoint(
     ).model_dump()
     report(1.0, "done")
     return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def early_note(word: str, source: str, epochs_done: int | None) -> str:
+    """A sentence to add to an early checkpoint's "uniform collapse" reason, else ""."""
+    # Every SwAV run starts on the ln K line (random prototypes, frozen for the first
+    # iterations): this early, flat predictions do not yet tell a collapsed run from a healthy
+    # one, and a teacher comparing epoch 1 with epoch 30 should hear that.
+    if word != "uniform collapse" or source != "protoscope" or epochs_done is None:
+        return ""
+    if epochs_done > EARLY_EPOCHS:
+        return ""
+    return (
+        f" This checkpoint is from epoch {epochs_done}: every run starts with flat predictions "
+        "and a healthy one leaves the ln K line within a few epochs, so judge a later "
+        "checkpoint before calling the run collapsed."
+    )
 
 
 def _measure(

@@ -18,6 +18,7 @@ from models.diagnostics import (
     assignment_entropy,
     diagnose_checkpoint,
     diagnose_tensors,
+    early_note,
     effective_rank,
     eigen_spectrum,
     embedding_health,
@@ -255,6 +256,10 @@ def test_diagnose_swav_checkpoint(swav_checkpoint: Path) -> None:
     assert report["dataset"] == "shapes" and report["split"] == "test"
     assert report["phi"] is None and report["cluster_sizes"] is None
     assert report["num_recent_losses"] is not None  # read from the run's events.jsonl
+    # Epochs are counted as people count them, as the file names and the checkpoint list do.
+    assert report["epoch"] == 2  # last.pt of the 2-epoch tiny run
+    first = diagnose_checkpoint(swav_checkpoint.parent / "epoch_0001.pt", max_images=50)
+    assert first["epoch"] == 1
     fractions = [f for f, _ in calls]
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
 
@@ -326,3 +331,14 @@ def test_cli_bad_input_exits_2(
     assert needle in res.stderr
     assert "Traceback" not in res.stderr
     assert res.stdout == ""
+
+
+def test_an_early_uniform_verdict_says_that_runs_start_flat() -> None:
+    note = early_note("uniform collapse", "protoscope", 1)
+    assert "epoch 1" in note and "judge a later checkpoint" in note and note.endswith(".")
+    assert early_note("uniform collapse", "protoscope", 2) != ""
+    assert early_note("uniform collapse", "protoscope", 3) == ""  # late: a real collapse
+    assert early_note("healthy", "protoscope", 1) == ""
+    assert early_note("one-cluster collapse", "protoscope", 1) == ""
+    assert early_note("uniform collapse", "swav_official", 1) == ""
+    assert early_note("uniform collapse", "protoscope", None) == ""

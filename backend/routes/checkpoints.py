@@ -28,16 +28,13 @@ def _checkpoint_info(path: FsPath) -> dict[str, Any]:
     cfg = loaded.config
     payload = loaded.payload or {}
     extra = payload.get("extra") if isinstance(payload.get("extra"), dict) else {}
-    epoch = loaded.epoch
     complete = bool(extra.get("epoch_complete", True))
-    if loaded.source == "protoscope" and epoch is not None:
-        epoch = epoch + 1 if complete else epoch  # stored from 0; shown as epochs done
     return {
         "source": loaded.source,
         "method": cfg.method,
         # Official checkpoints carry no data set: their config's is only a placeholder.
         "dataset": cfg.data.name if loaded.source == "protoscope" else None,
-        "epoch": epoch,
+        "epoch": loaded.epochs_done,
         "step": loaded.step,
         "partial": loaded.source == "protoscope" and not complete,
         "num_prototypes": cfg.swav.num_prototypes if cfg.method == "swav" else None,
