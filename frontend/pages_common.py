@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
@@ -74,6 +75,72 @@ def choose_checkpoint(
         query_param=shared,
     )
     return by_id.get(chosen)
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """The images an analysis runs on: the checkpoint's own (both None) or another set."""
+
+    dataset: str | None = None
+    data_root: str | None = None
+
+    def params(self) -> dict[str, str]:
+        """Query parameters for the analysis endpoints (none for the checkpoint's own data)."""
+        pairs = (("dataset", self.dataset), ("data_root", self.data_root))
+        return {k: v for k, v in pairs if v}
+
+    @property
+    def tag(self) -> str:
+        """A suffix for result keys: the same checkpoint on other images is another answer."""
+        return f"@{self.dataset}:{self.data_root or ''}" if self.dataset else ""
+
+
+OWN_DATA = "(own)"
+
+
+def choose_data(c: Client, ckpt: Mapping[str, Any], key: str) -> DataChoice | None:
+    """Which images to analyse `ckpt` on; None while a folder the set needs is still missing.
+
+    A run's checkpoint defaults to the images it was trained on. An imported official one
+    names none (it is analysed on `shapes` at its own image size) — the reason this exists:
+    pick CIFAR-10, STL-10 or an image folder that lies on the server.
+    """
+    own = ckpt.get("dataset")
+    own_text = f"its own ({own})" if own else "none stored: shapes"
+    with ui.backend_errors():
+        listed = _items(c.datasets(), "datasets")
+    by_name = {str(d["name"]): d for d in listed if "name" in d}
+    current = st.session_state.get(f"{key}_data", OWN_DATA)
+    shown = own_text if current == OWN_DATA or current not in by_name else str(current)
+    with st.expander(f"Analysed on: {shown}", expanded=False):
+        name = st.selectbox(
+            "Data set",
+            [OWN_DATA, *by_name],
+            format_func=lambda n: (
+                f"the checkpoint's own ({own or 'shapes'})"
+                if n == OWN_DATA
+                else f"{n} — {by_name[n].get('description', '')}"
+            ),
+            key=f"{key}_data",
+            help="Analyse the checkpoint on other images, e.g. an official SwAV checkpoint "
+            "on CIFAR-10. Sets on disk need their folder on the server.",
+        )
+        if name == OWN_DATA:
+            return DataChoice()
+        info = by_name[name]
+        if not info.get("needs_root"):
+            return DataChoice(name)
+        root = st.text_input(
+            "Folder on the server",
+            value=str(info.get("default_root") or ""),
+            key=f"{key}_root_{name}",
+            help="Inside the server's data folders (its datasets/ folder by default); the "
+            "backend refuses any other path.",
+        ).strip()
+        if not root:
+            st.info(f"`{name}` is read from a folder: give it above.")
+            return None
+        return DataChoice(name, root)
 
 
 def dataset_of(ckpt: Mapping[str, Any]) -> str:

@@ -214,6 +214,11 @@ def test_diagnose_page_shows_the_verdict(backend: Backend, monkeypatch: pytest.M
     labels = {m.label for m in at.metric}
     assert {"Active prototypes", "Effective rank (RankMe)", "kNN top-1"} <= labels, labels
     assert _charts(at) >= 2  # the eigenvalue spectrum and the usage histogram
+    assert "data **shapes**" in _texts(at)
+    # The same checkpoint on other images: a new report, on those images.
+    at.selectbox(key="diag_data").set_value("digits").run()
+    at = _until(at, lambda a: "data **digits**" in _texts(a), "the diagnostics on digits")
+    assert _verdict(at) is not None
 
 
 def test_prototypes_page_lists_the_prototypes_with_their_images(
@@ -391,3 +396,13 @@ def test_an_image_folder_runs_images_come_from_its_folder(
     assert all(uri.startswith("data:image/") for uri in thumbs.values())
     # Without the folder the server cannot know where the images are.
     assert thumbnails("imagefolder", [0, 1, 2], base_url=backend.url) == {}
+
+    # The shapes checkpoint analysed on that folder, picked on the page: its galleries too.
+    at = _page(backend, "prototypes", monkeypatch, checkpoint=backend.checkpoint_id)
+    at = _until(at, lambda a: len(a.metric) >= 4, "the prototypes")
+    at.selectbox(key="proto_data").set_value("imagefolder").run()
+    assert any("give it above" in str(i.value) for i in at.info)  # no folder yet: it waits
+    at.text_input(key="proto_root_imagefolder").input(str(root)).run()
+    at = _until(at, lambda a: len(a.metric) >= 4, "the prototypes on the image folder")
+    assert not at.warning, [w.value for w in at.warning]
+    assert len(at.get("image")) >= 1

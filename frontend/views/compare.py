@@ -8,7 +8,7 @@ from typing import Any
 import streamlit as st
 
 from frontend import figures, ui
-from frontend.pages_common import checkpoint_label, choose_checkpoint, points_of
+from frontend.pages_common import checkpoint_label, choose_checkpoint, choose_data, points_of
 
 TOP_MOVES = 15  # prototypes shown in the gained / lost chart
 
@@ -90,9 +90,12 @@ def main() -> None:
         return
     if a["id"] == b["id"]:
         st.info("A and B are the same checkpoint: everything will agree perfectly.")
+    data = choose_data(c, a, key="cmp")  # both run on these images; by default A's
+    if data is None:
+        return
     answer = ui.await_result(
-        f"cmp:{a['id']}:{b['id']}",
-        lambda: c.compare(a["id"], b["id"]),
+        f"cmp:{a['id']}:{b['id']}{data.tag}",
+        lambda: c.compare(a["id"], b["id"], **data.params()),
         f"Comparing {checkpoint_label(a)} with {checkpoint_label(b)}",
     )
     if not isinstance(answer, Mapping):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from frontend import ui
-from frontend.pages_common import checkpoint_label, choose_checkpoint
+from frontend.pages_common import checkpoint_label, choose_checkpoint, choose_data
 from frontend.report_view import show_report
 
 
@@ -16,11 +16,15 @@ def main() -> None:
     ckpt = choose_checkpoint(c, key="diag_ckpt")
     if ckpt is None:
         return
+    data = choose_data(c, ckpt, key="diag")
+    if data is None:
+        return
+    result_key = f"diag:{ckpt['id']}{data.tag}"
     if st.button("Recompute", key="diag_recompute", help="Ask the backend again"):
-        ui.forget(f"diag:{ckpt['id']}")
+        ui.forget(result_key)
     report = ui.await_result(
-        f"diag:{ckpt['id']}",
-        lambda: c.diagnostics(ckpt["id"]),
+        result_key,
+        lambda: c.diagnostics(ckpt["id"], **data.params()),
         f"Diagnosing {checkpoint_label(ckpt)}",
     )
     if report is not None:

@@ -11,8 +11,10 @@ from frontend import figures, hover_map, ui
 from frontend.client import Client
 from frontend.pages_common import (
     COLOUR_KEYS,
+    DataChoice,
     checkpoint_label,
     choose_checkpoint,
+    choose_data,
     class_names,
     dataset_of,
     points_of,
@@ -35,6 +37,7 @@ def selected_panel(
     chosen: list[int],
     by_index: Mapping[int, Mapping[str, Any]],
     names: list[str] | None,
+    data: DataChoice,
     data_root: str | None = None,
 ) -> None:
     first = chosen[0]
@@ -49,8 +52,8 @@ def selected_panel(
         + (f" · confidence {p['confidence']:.2f}" if isinstance(p.get("confidence"), float) else "")
     )
     answer = ui.await_result(
-        f"nb:{ckpt['id']}:{first}",
-        lambda: c.neighbours(ckpt["id"], first, k=NEIGHBOURS),
+        f"nb:{ckpt['id']}:{first}{data.tag}",
+        lambda: c.neighbours(ckpt["id"], first, k=NEIGHBOURS, **data.params()),
         "Finding its nearest images",
     )
     indices = _neighbour_indices(answer)
@@ -80,9 +83,12 @@ def main() -> None:
     ckpt = choose_checkpoint(c, key="explore_ckpt")
     if ckpt is None:
         return
+    data = choose_data(c, ckpt, key="explore")
+    if data is None:
+        return
     answer = ui.await_result(
-        f"emb:{ckpt['id']}",
-        lambda: c.embedding(ckpt["id"]),
+        f"emb:{ckpt['id']}{data.tag}",
+        lambda: c.embedding(ckpt["id"], **data.params()),
         f"Computing the UMAP map of {checkpoint_label(ckpt)}",
     )
     if answer is None:
@@ -122,7 +128,7 @@ def main() -> None:
                 "box or lasso tool above the map."
             )
         else:
-            selected_panel(c, ckpt, dataset, chosen, by_index, names, root)
+            selected_panel(c, ckpt, dataset, chosen, by_index, names, data, root)
     if len(chosen) > 1:
         st.subheader(f"Selection: {len(chosen)} images")
         if len(chosen) > MAX_GALLERY:

@@ -9,7 +9,13 @@ import streamlit as st
 
 from frontend import ui
 from frontend.client import Client
-from frontend.pages_common import checkpoint_label, choose_checkpoint, dataset_of
+from frontend.pages_common import (
+    DataChoice,
+    checkpoint_label,
+    choose_checkpoint,
+    choose_data,
+    dataset_of,
+)
 
 PER_PAGE = 8  # prototypes per page: each costs one gallery request and TOP_K thumbnails
 TOP_K = 8
@@ -56,6 +62,7 @@ def prototype_row(
     dataset: str,
     p: Mapping[str, Any],
     total: int,
+    data: DataChoice,
     data_root: str | None = None,
 ) -> None:
     k = int(p["prototype"])
@@ -73,8 +80,8 @@ def prototype_row(
                 indices = gallery_indices(inline)
             else:
                 answer = ui.await_result(
-                    f"gal:{ckpt['id']}:{k}",
-                    lambda: c.gallery(ckpt["id"], k, top_k=TOP_K),
+                    f"gal:{ckpt['id']}:{k}{data.tag}",
+                    lambda: c.gallery(ckpt["id"], k, top_k=TOP_K, **data.params()),
                     f"Nearest images of prototype {k}",
                 )
                 indices = gallery_indices(answer) if answer is not None else []
@@ -91,9 +98,12 @@ def main() -> None:
     ckpt = choose_checkpoint(c, key="proto_ckpt")
     if ckpt is None:
         return
+    data = choose_data(c, ckpt, key="proto")
+    if data is None:
+        return
     answer = ui.await_result(
-        f"proto:{ckpt['id']}",
-        lambda: c.prototypes(ckpt["id"]),
+        f"proto:{ckpt['id']}{data.tag}",
+        lambda: c.prototypes(ckpt["id"], **data.params()),
         f"Measuring the prototypes of {checkpoint_label(ckpt)}",
     )
     if answer is None:
@@ -132,7 +142,7 @@ def main() -> None:
         st.info(f"No {shown_filter} prototypes.")
         return
     for p in keep[(page - 1) * PER_PAGE : page * PER_PAGE]:
-        prototype_row(c, ckpt, dataset, p, total, root)
+        prototype_row(c, ckpt, dataset, p, total, data, root)
 
 
 main()

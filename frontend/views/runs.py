@@ -233,8 +233,9 @@ def import_form(c: Client) -> None:
         "A protoscope `.pt`, or an official release such as SwAV's `swav_800ep_pretrain.pth.tar` "
         "or PCL's `PCL_v2_epoch200.pth.tar` (ResNet-50). The backend reads it with "
         "`torch.load(weights_only=True)` and keeps it only if it builds a model; the analysis "
-        "pages then list it. Official checkpoints name no data set: the pages analyse them on "
-        "`shapes` at 224 px (the API takes `?dataset=…&data_root=…` for another)."
+        "pages then list it. Official checkpoints name no data set: pick the images on each "
+        "page under **Analysed on** (CIFAR-10, STL-10 or a folder on the server; `shapes` at "
+        "224 px otherwise)."
     )
     with st.form("import_checkpoint", border=False, clear_on_submit=True):
         upload = st.file_uploader("Checkpoint file", type=["pt", "pth", "tar"], key="import_file")
