@@ -80,7 +80,15 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
         proc.wait()
 
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # `kill PID` or a closed terminal stops the servers as Ctrl-C does; without this the
+    # interpreter would die at once and leave both servers (and their runs) behind.
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    signal.signal(signal.SIGHUP, _stop_like_ctrl_c)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="protoscope-data", help="the backend's data folder")
     ap.add_argument("--backend-port", type=int, default=8000)
