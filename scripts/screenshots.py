@@ -21,13 +21,18 @@ CHROMIUM = "/usr/bin/chromium"
 DEFAULT_PAGE = "runs"
 
 
-def settle(page: Page, timeout_s: float = 60.0) -> None:
-    """Wait until Streamlit has finished running the page script and charts are drawn."""
+def settle(page: Page, timeout_s: float = 300.0) -> None:
+    """Wait until Streamlit has finished running the page script and charts are drawn.
+
+    A cold analysis (UMAP, kNN bank) shows a progress bar while the backend computes, and the
+    page is "quiet" between its polls: wait for the bar to go too, or the picture is of it.
+    """
     page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=timeout_s * 1000)
     deadline = time.monotonic() + timeout_s
     quiet_since = None
     while time.monotonic() < deadline:
         running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        running = running or page.locator('[data-testid="stProgress"]').count() > 0
         if running:
             quiet_since = None
         elif quiet_since is None:
