@@ -86,7 +86,10 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
 
 def main() -> int:
     # `kill PID` or a closed terminal stops the servers as Ctrl-C does; without this the
-    # interpreter would die at once and leave both servers (and their runs) behind.
+    # interpreter would die at once and leave both servers (and their runs) behind. SIGINT too:
+    # started in the background (`make demo &`) it arrives ignored, and the servers would
+    # inherit that and ignore the stop request.
+    signal.signal(signal.SIGINT, _stop_like_ctrl_c)
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     signal.signal(signal.SIGHUP, _stop_like_ctrl_c)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -50,6 +50,16 @@ def wait_http(
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s (last: {last})")
 
 
+def _default_sigint() -> None:
+    """In the child, before exec: Ctrl-C's signal does its default again.
+
+    A test run started in the background (`cmd &`, as CI may do) inherits SIGINT *ignored*,
+    and so would every server it starts; `stop` would then always wait out its grace period
+    and kill, and never see a clean shutdown.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """SIGINT (what Ctrl-C sends), then SIGKILL if it lingers; the whole process group."""
     if proc.poll() is not None:
@@ -81,6 +91,7 @@ def backend_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterato
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -104,6 +115,7 @@ def frontend_server(api_url: str, log: Path) -> Iterator[str]:
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -42,9 +42,9 @@ def selected_panel(
 ) -> None:
     first = chosen[0]
     p = by_index.get(first, {})
-    data = ui.image_bytes(dataset, first, size=160, data_root=data_root)
-    if data is not None:
-        st.image(data, width=160)
+    picture = ui.image_bytes(dataset, first, size=160, data_root=data_root)
+    if picture is not None:
+        st.image(picture, width=160)
     label = p.get("label")
     label_text = f"{label}: {names[label]}" if names and isinstance(label, int) else str(label)
     st.markdown(
