@@ -150,8 +150,11 @@ def runs_table(runs: list[dict[str, Any]]) -> None:
                 "method": r.get("method") or cfg.get("method"),
                 "data set": r.get("dataset") or (cfg.get("data") or {}).get("name"),
                 "status": r.get("status"),
-                "step": r.get("step"),
-                "created": r.get("created_at") or r.get("created"),
+                "step": r.get("step") or 0,  # none logged yet: 0, not a grey "None"
+                # ISO 8601 UTC from the backend; seconds are precise enough to tell runs apart.
+                "created (UTC)": str(r.get("created_at") or r.get("created") or "")[:19].replace(
+                    "T", " "
+                ),
                 "reason": r.get("reason") or r.get("error") or "",
             }
         )
