@@ -143,6 +143,18 @@ def choose_data(c: Client, ckpt: Mapping[str, Any], key: str) -> DataChoice | No
         return DataChoice(name, root)
 
 
+def images_of(answer: Any, ckpt: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The data set and folder an analysis answer's image indices point into.
+
+    The answer names what the backend actually read (the checkpoint's own data, or the
+    "Analysed on" choice); the folder matters for cifar10 / stl10 / imagefolder, whose images
+    the server cannot find without it.
+    """
+    named = answer.get("dataset") if isinstance(answer, Mapping) else None
+    root = answer.get("data_root") if isinstance(answer, Mapping) else None
+    return str(named or dataset_of(ckpt)), root if isinstance(root, str) else None
+
+
 def dataset_of(ckpt: Mapping[str, Any]) -> str:
     """The data set a checkpoint was trained on (images for galleries come from it)."""
     ds = ckpt.get("dataset")

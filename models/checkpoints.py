@@ -517,6 +517,12 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def epoch_complete(self) -> bool:
+        """False for our mid-epoch checkpoints (a stop or a time budget); official ones are."""
+        extra = self.payload.get("extra") if isinstance(self.payload.get("extra"), dict) else {}
+        return self.source != "protoscope" or bool(extra.get("epoch_complete", True))
+
+    @property
     def epochs_done(self) -> int | None:
         """Epochs completed when the file was written, as people count them (from 1).
 
@@ -525,8 +531,7 @@ class LoadedModel:
         """
         if self.epoch is None or self.source != "protoscope":
             return self.epoch
-        extra = self.payload.get("extra") if isinstance(self.payload.get("extra"), dict) else {}
-        return self.epoch + 1 if extra.get("epoch_complete", True) else self.epoch
+        return self.epoch + 1 if self.epoch_complete else self.epoch
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -81,12 +81,12 @@ ONE_CLUSTER_MAX_DIVERSITY = 0.1
 # Mean per-sample entropy at or above this fraction of ln K means flat predictions
 # (DESIGN.md §3: uniform collapse is mean H(p_i) → ln K); 0.95 leaves room for noise.
 UNIFORM_MIN_CONFIDENCE = 0.95
-# A checkpoint this many epochs old or younger that reads "uniform collapse" gets a note: runs
-# start flat (seen on shapes: flat at epoch 1, healthy at epoch 2 with the default SwAV).
-EARLY_EPOCHS = 2
 # …and mutual information H(mean p) − mean H(p_i) at most this fraction of ln K: the predictions
 # say nothing about which image they came from.
 UNIFORM_MAX_MI = 0.05
+# A checkpoint this many epochs old or younger that reads "uniform collapse" gets a note: runs
+# start flat (seen on shapes: flat at epoch 1, healthy at epoch 2 with the default SwAV).
+EARLY_EPOCHS = 2
 # Recent SwAV losses within this fraction of ln K of ln K sit on the uniform-collapse line (the
 # swapped-prediction loss against flat predictions is exactly ln K); a trained default run on
 # `shapes` ends near 2.4 for ln 128 = 4.85, far outside ±3 %.

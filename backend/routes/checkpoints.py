@@ -26,9 +26,6 @@ def _checkpoint_info(path: FsPath) -> dict[str, Any]:
 
     loaded = load_model(path, "cpu")
     cfg = loaded.config
-    payload = loaded.payload or {}
-    extra = payload.get("extra") if isinstance(payload.get("extra"), dict) else {}
-    complete = bool(extra.get("epoch_complete", True))
     return {
         "source": loaded.source,
         "method": cfg.method,
@@ -36,7 +33,7 @@ def _checkpoint_info(path: FsPath) -> dict[str, Any]:
         "dataset": cfg.data.name if loaded.source == "protoscope" else None,
         "epoch": loaded.epochs_done,
         "step": loaded.step,
-        "partial": loaded.source == "protoscope" and not complete,
+        "partial": not loaded.epoch_complete,
         "num_prototypes": cfg.swav.num_prototypes if cfg.method == "swav" else None,
     }
 

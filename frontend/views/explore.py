@@ -16,7 +16,7 @@ from frontend.pages_common import (
     choose_checkpoint,
     choose_data,
     class_names,
-    dataset_of,
+    images_of,
     points_of,
 )
 
@@ -98,9 +98,7 @@ def main() -> None:
         st.warning("The backend returned an empty map.")
         return
     names = class_names(answer)
-    dataset = str(answer.get("dataset") or dataset_of(ckpt))
-    # Where a cifar10 / stl10 / imagefolder set lives; the thumbnails are read from there.
-    root = answer.get("data_root") if isinstance(answer.get("data_root"), str) else None
+    dataset, root = images_of(answer, ckpt)
     available = [k for k in COLOUR_KEYS if any(p.get(k) is not None for p in points)]
     colour = st.selectbox(
         "Colour by",

@@ -14,7 +14,7 @@ from frontend.pages_common import (
     checkpoint_label,
     choose_checkpoint,
     choose_data,
-    dataset_of,
+    images_of,
 )
 
 PER_PAGE = 8  # prototypes per page: each costs one gallery request and TOP_K thumbnails
@@ -112,12 +112,7 @@ def main() -> None:
     if not rows:
         st.info("This checkpoint has no prototypes (a supervised model, or PCL before its E-step).")
         return
-    dataset = str(
-        (answer.get("dataset") if isinstance(answer, Mapping) else None) or dataset_of(ckpt)
-    )
-    # Where a cifar10 / stl10 / imagefolder set lives; the gallery images are read from there.
-    root = answer.get("data_root") if isinstance(answer, Mapping) else None
-    root = root if isinstance(root, str) else None
+    dataset, root = images_of(answer, ckpt)
     total = sum(p["usage"] for p in rows)
     n_empty = sum(p["empty"] for p in rows)
     n_dup = sum(bool(p["duplicate_of"]) for p in rows)
