@@ -33,8 +33,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# Two workers, one file each at a time (module fixtures train once); every test process uses
+# one torch thread (tests/conftest.py), so two workers fill two cores.
 test: $(STAMP) chromium lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
 # The slow reliability suite: long schema fuzzing, fault injection and hostile input soaks.
 soak: $(STAMP)

@@ -101,6 +101,28 @@ class AnalysisService:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def warm_up(self) -> None:
+        """Compile UMAP's numba code on a throwaway map, on one of the analysis threads.
+
+        The first map in a process otherwise pays the compile (about 35 s on 2 cores) on top
+        of its own work; at start-up nobody waits for it. A failure here only costs that.
+        """
+
+        def run() -> None:
+            import numpy as np
+
+            from models.embedding_map import umap_2d
+
+            t0 = time.monotonic()
+            try:
+                umap_2d(np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32))
+            except Exception as exc:  # warm-up only: the real request reports real errors
+                log.warning("UMAP warm-up failed: %s", exc)
+                return
+            log.info("UMAP compiled in %.1f s", time.monotonic() - t0)
+
+        self._pool.submit(run)
+
     @staticmethod
     def key(kind: str, identity: dict[str, Any]) -> str:
         blob = json.dumps(identity, sort_keys=True, default=str)

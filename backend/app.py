@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         svc = Services(settings, store, jobs, broker, analyses, ImageCache())
         app.state.services = svc
+        if settings.warm_umap:
+            analyses.warm_up()
         log.info(
             "protoscope: data in %s, up to %d runs at once", data, settings.max_concurrent_runs
         )

@@ -110,7 +110,12 @@ class RunCreate(BaseModel):
     max_minutes: float | None = _b(TrainConfig, "max_minutes", "stop after this much training")
     max_steps: int | None = _b(TrainConfig, "max_steps", "stop after this many steps")
     device: Literal["auto", "cpu", "cuda"] | None = None
-    amp: bool | None = Field(None, description="mixed precision (bf16 on CPU)")
+    amp: Literal["auto", "on", "off"] | bool | None = Field(
+        None,
+        description="precision: auto (reduced only where this machine runs it faster, the "
+        "default), on (bf16 autocast on CPU, bf16/fp16 on CUDA), off (float32); true/false "
+        "mean on/off",
+    )
     # SwAV
     num_prototypes: int | None = _b(SwAVConfig, "num_prototypes", "SwAV: prototypes K")
     epsilon: float | None = _b(SwAVConfig, "epsilon", "SwAV: Sinkhorn entropy ε")
@@ -281,9 +286,12 @@ class CheckpointOut(BaseModel):
     method: str | None
     dataset: str | None
     source: str | None = Field(description="protoscope | swav_official | pcl_official")
-    epoch: int | None = Field(description="epochs completed when it was written")
+    epoch: int | None = Field(description="whole epochs completed when it was written")
     step: int | None
-    partial: bool = Field(description="written mid-epoch (stop, budget)")
+    epochs_done: float | None = Field(
+        None, description="epochs of training behind it, fractional (0.4: 40 % of the first)"
+    )
+    partial: bool = Field(description="written mid-epoch (on a clock, a stop, a budget)")
     num_prototypes: int | None
     size_bytes: int | None
     created_at: datetime

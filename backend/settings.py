@@ -62,6 +62,9 @@ class Settings(BaseModel):
     analysis_wait_s: float = Field(1.0, ge=0.0, le=60.0)
     # Training runs at a lower CPU priority so the API stays responsive on a small machine.
     worker_nice: int = Field(5, ge=0, le=19)
+    # Compile UMAP's numba code in the background at start-up, so the first map a user opens
+    # does not pay the one-off compile (about 35 s on 2 cores). The tests switch it off.
+    warm_umap: bool = Field(True, description="compile UMAP's numba code at start-up")
 
     # --- derived ------------------------------------------------------------------------------
     @property

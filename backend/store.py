@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     source TEXT,                     -- protoscope | swav_official | pcl_official
     epoch INTEGER,
     step INTEGER,
+    epochs_done REAL,                -- epochs of training behind it, fractional (0.4)
     partial INTEGER NOT NULL DEFAULT 0,
     num_prototypes INTEGER,
     size_bytes INTEGER,
@@ -160,6 +161,15 @@ class Store:
         if str(mode).lower() != "wal":
             raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
         conn.executescript(_SCHEMA)
+        self._migrate(conn)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Columns added after a data folder was created (CREATE TABLE IF NOT EXISTS keeps the
+        old table as it was)."""
+        have = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
+        if "epochs_done" not in have:
+            conn.execute("ALTER TABLE checkpoints ADD COLUMN epochs_done REAL")
 
     # --- runs -----------------------------------------------------------------------------------
     @staticmethod
@@ -325,6 +335,12 @@ class Store:
         with self.transaction() as conn:
             if checkpoint is not None:
                 event = {**event, "checkpoint_id": self._upsert_checkpoint(conn, checkpoint)}
+            if kind == "checkpoint_removed" and isinstance(event.get("path"), str):
+                # The trainer's retention deleted the file: its row goes in the same transaction.
+                conn.execute(
+                    "DELETE FROM checkpoints WHERE run_id = ? AND path = ?",
+                    (run_id, event["path"]),
+                )
             cur = conn.execute(
                 "INSERT INTO events (run_id, type, time, data) VALUES (?, ?, ?, ?)",
                 (run_id, kind, when, dumps(event)),
@@ -403,6 +419,7 @@ class Store:
             "source",
             "epoch",
             "step",
+            "epochs_done",
             "partial",
             "num_prototypes",
             "size_bytes",

@@ -75,6 +75,7 @@ class Emitter:
             # Completed epochs: the trainer counts epochs from 0 and a partial one is unfinished.
             "epoch": (epoch + 1 if complete else epoch) if isinstance(epoch, int) else None,
             "step": event.get("step"),
+            "epochs_done": event.get("epochs_done"),
             "partial": not complete,
             "num_prototypes": (cfg.get("swav") or {}).get("num_prototypes")
             if cfg.get("method") == "swav"
@@ -98,6 +99,8 @@ class Emitter:
             checkpoint = self._checkpoint_row(event)
             # Clients see paths relative to the data dir, never the server's file system.
             event = {**event, "path": checkpoint["path"]}
+        elif event.get("type") == "checkpoint_removed":
+            event = {**event, "path": self.store.relative(Path(str(event.get("path", ""))))}
         elif event.get("type") == "end":
             event = self._final(event)
             self.ended = True

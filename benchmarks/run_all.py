@@ -3,7 +3,9 @@
     python benchmarks/run_all.py [--quick] [--skip NAME,...] [--output PATH] [--render-only]
 
 Parts, in order: sinkhorn_speed, kmeans_speed, umap_timing, lightly_throughput,
-training_quality, api_latency, analysis_timing. Each writes its JSON under
+cpu_precision, training_quality, training_quality_avx2 (the same with the CPU restricted to
+AVX2: `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`), api_latency, analysis_timing,
+diagnose_resnet50, page_loads, demo_startup (under the AVX2 restriction). Each writes its JSON under
 benchmarks/out/run_all/ and its output to a log beside it; RESULTS.md gets the machine (CPU
 model, cores, RAM, library versions, load average at start and end), the date, and one
 section per part with its table and what it means — every figure read from this run's JSON.
@@ -33,12 +35,18 @@ ROOT = HERE.parent
 RUN_OUT = OUT / "run_all"
 
 
+# What an AVX2-only CPU (no AVX-512, no AMX, no native bf16) looks like to torch and oneDNN.
+RESTRICTED = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
 @dataclass
 class Part:
     name: str
     full: list[str] = field(default_factory=list)
     quick: list[str] = field(default_factory=lambda: ["--quick"])
     timeout_s: float = 3600.0
+    script: str = ""  # the benchmark file's stem, when it differs from the part's name
+    env: dict[str, str] = field(default_factory=dict)  # set for the part's process
 
 
 PARTS = [
@@ -46,13 +54,38 @@ PARTS = [
     Part("kmeans_speed"),
     Part("umap_timing"),
     Part("lightly_throughput"),
+    Part("cpu_precision"),
     Part("training_quality", quick=["--minutes", "0.3"], timeout_s=3 * 3600.0),
+    Part(
+        "training_quality_avx2",
+        full=["--only", "swav,pcl"],
+        quick=["--only", "swav,pcl", "--minutes", "0.3"],
+        timeout_s=3600.0,
+        script="training_quality",
+        env=RESTRICTED,
+    ),
     Part("api_latency", quick=["--minutes", "0.3", "--requests", "40"]),
     Part("analysis_timing", quick=["--images", "2000", "--minutes", "0.2"]),
+    Part("diagnose_resnet50"),
+    Part("page_loads"),
+    Part("demo_startup", full=["--isa-avx2"], quick=["--isa-avx2"], timeout_s=1800.0),
 ]
 
 
 # --- the machine ------------------------------------------------------------------------------
+def isa_flags() -> list[str]:
+    """The vector-ISA flags that decide CPU speed here (AVX-512 bf16 and AMX mean native bf16)."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -91,6 +124,7 @@ def machine() -> dict[str, Any]:
     ).stdout.strip()
     return {
         "cpu": cpu_model(),
+        "isa_flags": isa_flags(),
         "cores": os.cpu_count(),
         "ram_gib": ram_gib(),
         "python": platform.python_version(),
@@ -115,14 +149,21 @@ def run_part(part: Part, quick: bool) -> dict[str, Any]:
     log_path = RUN_OUT / f"{part.name}.log"
     json_path.unlink(missing_ok=True)
     args = part.quick if quick else part.full
-    cmd = [sys.executable, str(HERE / f"{part.name}.py"), *args, "--json", str(json_path)]
-    print(f"== {part.name}: {' '.join(cmd[1:])}", flush=True)
+    script = part.script or part.name
+    cmd = [sys.executable, str(HERE / f"{script}.py"), *args, "--json", str(json_path)]
+    env_text = " ".join(f"{k}={v}" for k, v in part.env.items())
+    print(f"== {part.name}: {env_text} {' '.join(cmd[1:])}", flush=True)
     load_before = load_average()
     t0 = time.perf_counter()
     with log_path.open("w") as log:
         try:
             proc = subprocess.run(
-                cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=part.timeout_s
+                cmd,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=part.timeout_s,
+                env={**os.environ, **part.env},
             )
             rc: int | str = proc.returncode
         except subprocess.TimeoutExpired:
@@ -132,6 +173,8 @@ def run_part(part: Part, quick: bool) -> dict[str, Any]:
     print(f"   rc {rc}, {wall:.0f} s, load {load_before} → {load_average()}", flush=True)
     return {
         "name": part.name,
+        "script": script,
+        "env": part.env,
         "args": args,
         "rc": rc,
         "wall_s": round(wall, 1),
@@ -248,11 +291,24 @@ def sec_training(d: dict[str, Any]) -> tuple[str, str]:
     for m in ("swav", "pcl", "supervised"):
         if m in d:
             knn = d[m]["knn"]
-            rows.append([m] + [_pct(knn.get(k)) for k in marks] + [d[m].get("crops_per_s")])
+            chose = (d[m].get("precision") or {}).get("dtype", "—")
+            rate = d[m].get("crops_per_s")
+            rows.append(
+                [m] + [_pct(knn.get(k)) for k in marks] + [f"{rate:.0f}" if rate else "—", chose]
+            )
+    isa = d.get("isa_env") or {}
+    where = (
+        "the CPU restricted to AVX2 (" + ", ".join(f"`{k}={v}`" for k, v in isa.items()) + ")"
+        if isa
+        else "the CPU as it is"
+    )
     table = (
-        f"Training budget {d.get('minutes')} min per method on `shapes`, weighted kNN top-1 "
-        "(k = 20, T = 0.07) on the test split at the last evaluation before each mark:\n\n"
-        + markdown_table(["method", "1 min", "2 min", "5 min", "final", "crops/s"], rows)
+        f"Training budget {d.get('minutes')} min per method on `shapes`, {where}, torch CPU "
+        f"capability {d.get('cpu_capability', '?')}; weighted kNN top-1 (k = 20, T = 0.07) on "
+        "the test split at the last evaluation before each mark; `amp auto`'s choice:\n\n"
+        + markdown_table(
+            ["method", "1 min", "2 min", "5 min", "final", "crops/s", "auto chose"], rows
+        )
     )
     text = ""
     if "swav_no_equipartition" in d:
@@ -318,14 +374,112 @@ def sec_analysis(d: dict[str, Any]) -> tuple[str, str]:
     return table, text
 
 
+def sec_cpu_precision(d: dict[str, Any]) -> tuple[str, str]:
+    cells = {(c["method"], c["amp"], c["restricted"]): c for c in d["cells"]}
+
+    def show(c: dict[str, Any]) -> str:
+        if "crops_per_s" not in c:
+            return "error"
+        return f"{c['crops_per_s']:.0f} ({(c.get('precision') or {}).get('dtype', '?')})"
+
+    rows = [
+        [m, a, show(cells[(m, a, False)]), show(cells[(m, a, True)])]
+        for m in ("swav", "pcl")
+        for a in ("auto", "off", "on")
+        if (m, a, False) in cells and (m, a, True) in cells
+    ]
+    table = (
+        f"Default recipe, median crops/s over {d['steps']} steps (fewer for `on`), and the "
+        f"precision used; CPU flags: {', '.join(d.get('isa_flags', [])) or '?'}:\n\n"
+        + markdown_table(["method", "amp", "as it is", "restricted to AVX2"], rows)
+    )
+    auto = [
+        cells[(m, "auto", r)]
+        for m in ("swav", "pcl")
+        for r in (False, True)
+        if (m, "auto", r) in cells
+    ]
+    reasons = sorted({(c.get("precision") or {}).get("reason", "?") for c in auto})
+    text = (
+        "`auto` measured or checked, and chose: " + "; ".join(reasons) + ". Where bf16 is not "
+        "native, `on` is emulated and the slowest path there is."
+    )
+    return table, text
+
+
+def sec_diagnose_r50(d: dict[str, Any]) -> tuple[str, str]:
+    table = markdown_table(
+        ["images", "exit", "wall s", "peak RSS MiB", "torch threads"],
+        [[d["images"], d["returncode"], d["wall_s"], d["peak_rss_mib"], d["torch_threads"]]],
+    )
+    lines = d.get("progress_lines", [])
+    text = (
+        f"`protoscope diagnose` of a released-layout SwAV ResNet-50 (random weights) on "
+        f"{d['images']:,} `shapes` images, end to end in a subprocess: {d['wall_s']} s (target "
+        f"≤ 180 s). It printed {len(lines)} progress lines on stderr"
+        + (f", the last: `{lines[-1]}`" if lines else "")
+        + f". Load {d.get('load_before')} → {d.get('load_after')}."
+    )
+    return table, text
+
+
+def sec_page_loads(d: dict[str, Any]) -> tuple[str, str]:
+    cold, cached = d["cold_s"], d["cached_s"]
+    rows = [[page, cold.get(page), cached.get(page)] for page in cold]
+    rows.append(["compare, features cached, pair new", d["compare_of_cached_features_s"], "—"])
+    table = (
+        f"Default SwAV trained {d['training_steps']} steps over HTTP ({len(d['checkpoints'])} "
+        "checkpoints); seconds from the first ask to the answer, 2,000 test images, in a "
+        "teacher's order:\n\n" + markdown_table(["page", "cold s", "cached s"], rows)
+    )
+    first = next(iter(cold.values()))
+    rest = max(v for k, v in cold.items() if k not in ("diagnose", "compare"))
+    text = (
+        f"The first page took {first} s cold (target ≤ 20 s); the other pages on the same "
+        f"checkpoint at most {rest} s (target ≤ 3 s); Compare of two checkpoints with cached "
+        f"features {d['compare_of_cached_features_s']} s (target ≤ 10 s). Load "
+        f"{d.get('load_before')} → {d.get('load_after')}."
+    )
+    return table, text
+
+
+def sec_demo(d: dict[str, Any]) -> tuple[str, str]:
+    keys = [
+        "venv_and_servers_s",
+        "first_chart_s",
+        "collapse_alert_s",
+        "knn_50_s",
+        "stop_s",
+    ]
+    table = markdown_table(["phase", "seconds"], [[k, d.get(k, "—")] for k in keys])
+    text = (
+        "`make demo` on a fresh clone"
+        + (" under the AVX2 restriction" if d.get("isa_restricted") else "")
+        + ": "
+        f"the URL after {d.get('venv_and_servers_s')} s; then the collapse alert after "
+        f"{d.get('collapse_alert_s', '—')} s and the healthy run's kNN ≥ 50 % after "
+        f"{d.get('knn_50_s', '—')} s (target: both ≤ 180 s after the URL). Processes left "
+        f"after Ctrl-C: {len(d.get('processes_left', []))}."
+    )
+    return table, text
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     "sinkhorn_speed": ("Sinkhorn: log-domain (ours) vs exp-domain", sec_sinkhorn),
     "kmeans_speed": ("k-means: faiss (PCL's E-step) vs scikit-learn", sec_kmeans),
     "umap_timing": ("UMAP map: cold and cached", sec_umap),
     "lightly_throughput": ("Training throughput: ours vs lightly's SwAV", sec_lightly),
+    "cpu_precision": (
+        "Precision: amp auto / off / on, as it is and restricted to AVX2",
+        sec_cpu_precision,
+    ),
     "training_quality": ("Training quality after a fixed budget", sec_training),
+    "training_quality_avx2": ("Training quality, CPU restricted to AVX2", sec_training),
     "api_latency": ("API latency under training", sec_api),
     "analysis_timing": ("Analysis timing (map, galleries)", sec_analysis),
+    "diagnose_resnet50": ("Diagnose of a released-layout ResNet-50", sec_diagnose_r50),
+    "page_loads": ("Analysis pages: cold and cached", sec_page_loads),
+    "demo_startup": ("`make demo` on a fresh clone", sec_demo),
 }
 
 
@@ -354,7 +508,9 @@ def write_results(
         "",
         "## Machine",
         "",
-        f"- CPU: {mach['cpu']}, {mach['cores']} logical cores; RAM {mach['ram_gib']} GiB; "
+        f"- CPU: {mach['cpu']} (flags: {', '.join(mach.get('isa_flags', [])) or '?'}; native "
+        f"bf16: {'yes' if {'avx512_bf16', 'amx_bf16'} & set(mach.get('isa_flags', [])) else 'no'}"
+        f"), {mach['cores']} logical cores; RAM {mach['ram_gib']} GiB; "
         f"no GPU used (all figures on the CPU), torch default threads "
         f"{mach['torch_default_threads']}",
         f"- Python {mach['python']}; torch {v['torch']}, torchvision {v['torchvision']}, faiss "
@@ -369,8 +525,10 @@ def write_results(
     for r in results:
         title, fn = SECTIONS[r["name"]]
         lines += [f"## {title}", ""]
+        env_text = "".join(f"{k}={v} " for k, v in (r.get("env") or {}).items())
         lines += [
-            f"`benchmarks/{r['name']}.py {' '.join(r['args'])}` — {r['wall_s']} s, load "
+            f"`{env_text}benchmarks/{r.get('script') or r['name']}.py {' '.join(r['args'])}` — "
+            f"{r['wall_s']} s, load "
             f"{r['load_before']} → {r['load_after']}, log `{r['log']}`.",
             "",
         ]
@@ -391,6 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke-test sizes, 0.3-min training")
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out")
+    ap.add_argument("--only", default="", help="comma-separated parts to run (the rest skipped)")
     ap.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument(
         "--render-only",
@@ -414,9 +573,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.output} from {RUN_OUT / 'summary.json'}")
         return
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    unknown = skip - {p.name for p in PARTS}
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if only:
+        skip |= {p.name for p in PARTS} - only
+    unknown = (skip | only) - {p.name for p in PARTS}
     if unknown:
-        ap.error(f"unknown parts in --skip: {sorted(unknown)}; parts: {[p.name for p in PARTS]}")
+        ap.error(
+            f"unknown parts in --skip/--only: {sorted(unknown)}; parts: {[p.name for p in PARTS]}"
+        )
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     load_start = load_average()
     mach = machine()

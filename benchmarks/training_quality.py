@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -96,6 +97,12 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
         f"threads, torch {torch.__version__}",
         "minutes": args.minutes,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_env": {
+            k: os.environ[k]
+            for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+            if k in os.environ
+        },
     }
     if "random" in which:
         # The randomly initialised backbone, evaluated exactly as the trained ones are.
@@ -105,7 +112,12 @@ def main() -> None:
     for method in ("swav", "pcl", "supervised"):
         if method in which:
             ev = run(method, default_config(method, args.minutes))
-            results[method] = {"knn": curve(ev, marks), "crops_per_s": throughput(ev)}
+            start = next((e for e in ev if e["type"] == "start"), {})
+            results[method] = {
+                "knn": curve(ev, marks),
+                "crops_per_s": throughput(ev),
+                "precision": start.get("precision"),
+            }
             if method == "swav":
                 results[method]["active"] = active_curve(ev, [30, 60, 120])
     if "collapse" in which:

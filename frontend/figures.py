@@ -26,6 +26,7 @@ MAX_LEGEND_CATEGORIES = 30
 PALETTE: list[str] = list(qualitative.Plotly) + list(qualitative.D3) + list(qualitative.Set3)
 
 COLLAPSE_RED = "#d62728"
+MAX_TICK_LABELS = 40  # categorical axes with more ticks than this hide their labels
 
 
 def _layout(fig: go.Figure, title: str, height: int = 320) -> go.Figure:
@@ -56,11 +57,15 @@ def loss_figure(events: Sequence[Event], num_prototypes: int | None) -> go.Figur
             fig.add_trace(go.Scatter(x=x, y=ys, mode="lines", name=name, line={"width": 1}))
     if num_prototypes and num_prototypes > 1:
         ln_k = math.log(num_prototypes)
+        # Labelled at the left edge, above the line, with a background: on the right it sat
+        # under the loss curve of a collapsing run (which runs along the line).
         fig.add_hline(
             y=ln_k,
             line={"dash": "dash", "color": COLLAPSE_RED},
-            annotation_text=f"ln K = {ln_k:.3f} (uniform predictions)",
-            annotation_position="top right",
+            annotation_text=f"ln K = {ln_k:.3f} (flat predictions)",
+            annotation_position="top left",
+            annotation_bgcolor="rgba(255,255,255,0.85)",
+            annotation_font_color=COLLAPSE_RED,
         )
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="loss")
@@ -143,22 +148,63 @@ def activity_figure(events: Sequence[Event], num_prototypes: int | None = None) 
     return _layout(fig, "Active prototypes and usage entropy")
 
 
+def _epochs_done(e: Event, steps_per_epoch: int | None) -> float:
+    """Epochs of training behind an event: its own field, else from its step, else its epoch."""
+    if isinstance(e.get("epochs_done"), int | float):
+        return float(e["epochs_done"])
+    if steps_per_epoch and isinstance(e.get("step"), int):
+        return e["step"] / steps_per_epoch
+    return float(e.get("epoch", 0)) + (0.0 if e.get("partial") else 1.0)
+
+
 def knn_figure(events: Sequence[Event]) -> go.Figure:
-    """Weighted kNN top-1 on the test split after each epoch (the epoch events' knn_top1)."""
-    epochs = [e for e in of_type(events, "epoch") if e.get("knn_top1") is not None]
-    fig = go.Figure(
-        go.Scatter(
-            x=[int(e.get("epoch", 0)) + 1 for e in epochs],
-            y=[100 * float(e["knn_top1"]) for e in epochs],
-            mode="lines+markers+text",
-            text=[f"{100 * float(e['knn_top1']):.1f}" for e in epochs],
-            textposition="top center",
-            name="kNN top-1",
+    """Weighted kNN top-1 over training: the quick kNN every few steps (a fixed subset) and the
+    full one at each epoch's end, each labelled with the images it used."""
+    starts = of_type(events, "start")
+    spe = starts[-1].get("steps_per_epoch") if starts else None
+    fig = go.Figure()
+    quick = [e for e in of_type(events, "knn") if e.get("knn_top1") is not None]
+    if quick:
+        q = quick[-1]
+        sets = _sets_text(q.get("knn_queries"), q.get("knn_bank"))
+        fig.add_trace(
+            go.Scatter(
+                x=[_epochs_done(e, spe) for e in quick],
+                y=[100 * float(e["knn_top1"]) for e in quick],
+                mode="lines+markers",
+                marker={"size": 4},
+                name=f"every {_step_gap(quick)} steps: {sets}",
+            )
         )
-    )
-    fig.update_xaxes(title_text="epoch", dtick=1 if len(epochs) < 15 else None)
+    full = [e for e in of_type(events, "epoch") if e.get("knn_top1") is not None]
+    if full:
+        f = full[-1]
+        sets = _sets_text(f.get("knn_queries"), f.get("knn_bank"))
+        fig.add_trace(
+            go.Scatter(
+                x=[_epochs_done(e, spe) for e in full],
+                y=[100 * float(e["knn_top1"]) for e in full],
+                mode="lines+markers+text",
+                text=[f"{100 * float(e['knn_top1']):.1f}" for e in full],
+                textposition="top center",
+                name=f"epoch end: {sets}",
+            )
+        )
+    fig.update_xaxes(title_text="epochs of training", rangemode="tozero")
     fig.update_yaxes(title_text="kNN top-1 (%)", range=[0, 100])
-    return _layout(fig, "kNN accuracy per epoch")
+    return _layout(fig, "kNN accuracy (weighted, k = 20)")
+
+
+def _sets_text(queries: Any, bank: Any) -> str:
+    """"1,000 test vs 2,000 train images", with what is known (older runs did not say)."""
+    q = f"{queries:,} test" if isinstance(queries, int) else "test"
+    b = f"{bank:,} train images" if isinstance(bank, int) else "train images"
+    return f"{q} vs {b}"
+
+
+def _step_gap(events: Sequence[Event]) -> int | str:
+    steps = [e["step"] for e in events if isinstance(e.get("step"), int)]
+    return steps[1] - steps[0] if len(steps) > 1 else (steps[0] if steps else "?")
 
 
 def latest_phi(events: Sequence[Event]) -> list[dict[str, Any]]:
@@ -391,7 +437,13 @@ def usage_histogram_figure(usage: Sequence[int | float]) -> go.Figure:
             annotation_text="equal share N/K",
             annotation_position="top right",
         )
-    fig.update_xaxes(title_text="prototype (sorted by usage)", type="category")
+    # With more than a few dozen bars the prototype numbers overlap into a smear: the hover
+    # names each bar instead.
+    fig.update_xaxes(
+        title_text="prototype (sorted by usage; hover for its number)",
+        type="category",
+        showticklabels=len(usage) <= MAX_TICK_LABELS,
+    )
     fig.update_yaxes(title_text="images")
     return _layout(fig, "Prototype usage")
 
@@ -404,7 +456,14 @@ def aligned_maps_figure(
     titles: tuple[str, str] = ("A", "B"),
 ) -> go.Figure:
     """Two aligned maps side by side, sharing axes, coloured by the same key."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, shared_xaxes=True, shared_yaxes=True)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=titles,
+        shared_xaxes=True,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+    )
     for col, pts in ((1, points_a), (2, points_b)):
         values = [p.get(color_by) for p in pts]
         cats = sorted({v for v in values if v is not None}, key=str)
@@ -431,7 +490,9 @@ def aligned_maps_figure(
         )
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    return _layout(fig, "", height=460)
+    fig = _layout(fig, "", height=460)
+    fig.update_layout(margin={"t": 40})  # room for the subplot titles (no figure title)
+    return fig
 
 
 def delta_bar_figure(changes: Sequence[Mapping[str, Any]], title: str) -> go.Figure:

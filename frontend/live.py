@@ -67,6 +67,39 @@ def run_config(events: Iterable[Event]) -> dict[str, Any]:
     return dict(starts[-1].get("config") or {}) if starts else {}
 
 
+def precision_text(events: Iterable[Event]) -> str | None:
+    """One line on the run's precision and why (from its latest `start` event), or None."""
+    starts = of_type(events, "start")
+    if not starts:
+        return None
+    start = starts[-1]
+    p = start.get("precision")
+    if not isinstance(p, Mapping):
+        return None
+    threads = start.get("num_threads")
+    where = f" on {start.get('device', '?')}" + (f", {threads} threads" if threads else "")
+    return f"Precision {p.get('dtype')} (amp {p.get('mode')}){where}: {p.get('reason')}"
+
+
+def epochs_done_text(events: Iterable[Event], last_step: Event) -> str:
+    """"1.4": epochs of training behind the latest step (steps / steps per epoch)."""
+    starts = of_type(events, "start")
+    spe = starts[-1].get("steps_per_epoch") if starts else None
+    step = last_step.get("step")
+    if isinstance(spe, int) and spe > 0 and isinstance(step, int):
+        return f"{step / spe:.1f}"
+    return f"{int(last_step.get('epoch', 0))}"
+
+
+def knn_sets_text(event: Mapping[str, Any]) -> str:
+    """Which images a kNN figure came from, in words."""
+    queries, bank = event.get("knn_queries"), event.get("knn_bank")
+    what = "quick kNN on a fixed subset" if event.get("type") == "knn" else "epoch-end kNN"
+    if isinstance(queries, int) and isinstance(bank, int):
+        return f"{what}: {queries:,} test images against {bank:,} train images (k = 20)"
+    return what
+
+
 def num_prototypes(events: list[Event]) -> int | None:
     """K for the ln K line: from the step events, else the SwAV configuration."""
     for e in reversed(of_type(events, "step")):

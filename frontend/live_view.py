@@ -32,23 +32,46 @@ def draw_live(events: list[dict[str, Any]], run: Mapping[str, Any]) -> None:
             why = f" — {end['reason']}" if end.get("reason") else ""
             st.info(f"Run ended: {end.get('status')}{why}")
     steps = live.of_type(events, "step")
-    epochs = live.of_type(events, "epoch")
     if not steps:
         st.info("Waiting for the first training step… (data set and model are being prepared)")
         return
     last = steps[-1]
     m = st.columns(6)
     m[0].metric("Step", f"{last.get('step')}")
-    m[1].metric("Epoch", f"{int(last.get('epoch', 0)) + 1}")
+    m[1].metric(
+        "Epochs done",
+        live.epochs_done_text(events, last),
+        help="Epochs of training so far, fractional: the checkpoints' labels count the same way.",
+    )
     m[2].metric(
         "Loss",
         _fmt(last.get("loss")),
         help=f"ln K = {math.log(k_line):.3f}: the loss of flat predictions" if k_line else None,
     )
-    m[3].metric("Active prototypes", f"{_fmt(last.get('active_prototypes'))} / {k or '–'}")
-    knn = [e["knn_top1"] for e in epochs if e.get("knn_top1") is not None]
-    m[4].metric("kNN top-1", f"{100 * knn[-1]:.1f} %" if knn else "–")
-    m[5].metric("Crops / s", _fmt(last.get("crops_per_s"), 0) if last.get("crops_per_s") else "–")
+    m[3].metric(
+        "Active prototypes (last batch)",
+        f"{_fmt(last.get('active_prototypes'))} / {k or '–'}",
+        help=f"Prototypes that are the argmax of at least one image of the last batch "
+        f"({cfg.get('batch_size', '?')} images), not of the test set (Diagnose counts those).",
+    )
+    knn_events = [
+        e for e in events if e.get("type") in ("knn", "epoch") and e.get("knn_top1") is not None
+    ]
+    knn = [e["knn_top1"] for e in knn_events]
+    m[4].metric(
+        "kNN top-1",
+        f"{100 * knn[-1]:.1f} %" if knn else "–",
+        help=live.knn_sets_text(knn_events[-1]) if knn_events else None,
+    )
+    m[5].metric(
+        "Crops / s",
+        _fmt(last.get("crops_per_s"), 0) if last.get("crops_per_s") else "–",
+        help="Training speed: augmented crops through the network per second (every image "
+        "of a batch gives one crop per view, e.g. 2 for SwAV's two large crops).",
+    )
+    precision = live.precision_text(events)
+    if precision:
+        st.caption(precision)
 
     left, right = st.columns(2)
     with left:
@@ -70,7 +93,7 @@ def draw_live(events: list[dict[str, Any]], run: Mapping[str, Any]) -> None:
         if knn:
             st.plotly_chart(figures.knn_figure(events), key="live_knn")
         else:
-            st.caption("kNN accuracy appears after the first epoch.")
+            st.caption("kNN accuracy appears after the first hundred steps.")
     phis = figures.latest_phi(events)
     if phis:
         with right:

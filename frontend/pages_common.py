@@ -31,9 +31,14 @@ def list_checkpoints(c: Client) -> list[dict[str, Any]]:
         return _items(c.checkpoints(), "checkpoints", "items")
 
 
+def runs_of(answer: Any) -> list[dict[str, Any]]:
+    """The runs of a GET /runs answer."""
+    return _items(answer, "runs", "items")
+
+
 def list_runs(c: Client) -> list[dict[str, Any]]:
     with ui.backend_errors():
-        return _items(c.runs(), "runs", "items")
+        return runs_of(c.runs())
 
 
 def checkpoint_label(ckpt: Mapping[str, Any]) -> str:
@@ -44,9 +49,22 @@ def checkpoint_label(ckpt: Mapping[str, Any]) -> str:
     for key in ("method", "dataset"):
         if ckpt.get(key):
             parts.append(str(ckpt[key]))
-    if ckpt.get("epoch") is not None:
-        parts.append(f"epoch {ckpt['epoch']}")
+    parts.extend(progress_label(ckpt))
     return " · ".join(parts)
+
+
+def progress_label(ckpt: Mapping[str, Any]) -> list[str]:
+    """["epoch 0.4", "step 60"]: epochs of training behind a checkpoint (fractional when the
+    backend knows it) and its step; the one vocabulary of every page."""
+    out = []
+    done = ckpt.get("epochs_done")
+    if isinstance(done, int | float):
+        out.append(f"epoch {done:g}" if float(done).is_integer() else f"epoch {done:.1f}")
+    elif ckpt.get("epoch") is not None:
+        out.append(f"epoch {ckpt['epoch']}")
+    if ckpt.get("step") is not None:
+        out.append(f"step {ckpt['step']}")
+    return out
 
 
 def choose_checkpoint(

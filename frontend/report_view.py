@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from frontend import figures
+from frontend.pages_common import progress_label
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ CARDS: list[Card] = [
         "active_prototypes",
         _of_k,
         lambda r: (
-            "Prototypes that win at least one image. Healthy: many of K. One-cluster collapse: 1–2."
+            "Prototypes that are the argmax of at least one evaluated image."
         ),
     ),
     Card(
@@ -53,7 +54,7 @@ CARDS: list[Card] = [
         "usage_entropy",
         _num(3),
         lambda r: (
-            "How evenly images spread over prototypes. Healthy: well above 0.5. Collapsed: near 0."
+            "How evenly the images spread over the prototypes, 0 (one) to 1 (even)."
         ),
     ),
     Card(
@@ -61,70 +62,52 @@ CARDS: list[Card] = [
         "effective_clusters",
         _num(1),
         lambda r: (
-            "The number of equally used prototypes with the same entropy. Collapsed: about 1."
+            "The number of equally used prototypes that would give the same entropy."
         ),
     ),
     Card(
         "Confidence: mean H(pᵢ)",
         "assignment_entropy",
         _num(3),
-        lambda r: (
-            f"Entropy of each image's prediction. Healthy: well below ln K = {_ln_k(r)}. "
-            "Uniform collapse: ≈ ln K (flat predictions)."
-        ),
+        lambda r: f"Entropy of each image's prediction, 0 (one-hot) to ln K = {_ln_k(r)} (flat).",
     ),
     Card(
         "Diversity: H(mean p)",
         "mean_prediction_entropy",
         _num(3),
-        lambda r: (
-            f"Entropy of the average prediction. Healthy: close to ln K = {_ln_k(r)}. "
-            "One-cluster collapse: ≈ 0."
-        ),
+        lambda r: f"Entropy of the average prediction, 0 to ln K = {_ln_k(r)}.",
     ),
     Card(
         "Mutual information",
         "mutual_information",
         _num(3),
-        lambda r: (
-            "Diversity − confidence: what a prediction tells about its image. "
-            "Healthy: large. Any collapse: ≈ 0."
-        ),
+        lambda r: "Diversity − confidence: what a prediction tells about its image.",
     ),
     Card(
         "Embedding std",
         "embedding_std",
         _num(4),
-        lambda r: (
-            f"Per-dimension std of normalised embeddings. Healthy: ≈ 1/√d = "
-            f"{r.get('expected_std', 0):.4f}. Collapsed to a point: ≈ 0."
-        ),
+        lambda r: "Per-dimension std of the L2-normalised embeddings (SimSiam §4.1).",
     ),
     Card(
         "Effective rank (RankMe)",
         "effective_rank",
         _num(1),
-        lambda r: (
-            f"How many directions the embeddings use, of d = {r.get('embedding_dim')}. "
-            "Healthy: a sizeable fraction of d. Dimensional collapse: a handful."
-        ),
+        lambda r: f"How many directions the embeddings use, of d = {r.get('embedding_dim')}.",
     ),
     Card(
         "Max prototype cosine",
         "max_prototype_cosine",
         _num(3),
-        lambda r: (
-            f"Closest pair of prototypes; {r.get('num_duplicate_pairs') or 0} pair(s) "
-            "above 0.99. Healthy: below 0.99. Duplicates: ≈ 1."
-        ),
+        lambda r: "Cosine of the closest pair of prototypes.",
     ),
     Card(
         "Recent loss − ln K",
         "loss_gap_to_ln_k",
         _num(3),
         lambda r: (
-            "Last training losses against the flat-prediction loss. Healthy: clearly "
-            "negative. Uniform collapse: ≈ 0."
+            "The last training losses minus ln K, the loss of flat predictions. A lower loss "
+            "can mean collapse: predicting one prototype confidently scores low too."
         ),
     ),
     Card(
@@ -132,39 +115,34 @@ CARDS: list[Card] = [
         "knn_top1",
         _pct,
         lambda r: (
-            "Weighted kNN (k = 20) on labels the model never saw. Healthy: far above "
-            "chance. Collapsed: near chance."
+            f"Weighted kNN (k = 20): {r.get('num_images', '?')} {r.get('split') or 'test'} "
+            "images against the first 10,000 train images (5,000 for ResNet-50), on labels "
+            "the model never saw."
         ),
     ),
     Card(
         "NMI (clusters vs labels)",
         "nmi",
         _num(3),
-        lambda r: (
-            "Agreement of the argmax clusters with the classes. Healthy: well above 0. "
-            "Collapsed: ≈ 0."
-        ),
+        lambda r: "Agreement of the argmax clusters with the classes, 0 to 1.",
     ),
     Card(
         "AMI",
         "ami",
         _num(3),
-        lambda r: "NMI corrected for chance. Healthy: clearly above 0. Collapsed: ≈ 0.",
+        lambda r: "NMI corrected for chance.",
     ),
     Card(
         "ARI",
         "ari",
         _num(3),
-        lambda r: "Pair-counting agreement, chance-corrected. Healthy: above 0. Collapsed: ≈ 0.",
+        lambda r: "Pair-counting agreement of clusters and classes, chance-corrected.",
     ),
     Card(
         "Cluster accuracy",
         "cluster_accuracy",
         _pct,
-        lambda r: (
-            "Accuracy after the best one-to-one match of clusters to classes "
-            "(Hungarian). Collapsed: about one class's share."
-        ),
+        lambda r: "Accuracy after the best one-to-one match of clusters to classes (Hungarian).",
     ),
 ]
 
@@ -172,6 +150,19 @@ VERDICT_STYLE: dict[str, Callable[..., Any]] = {
     "healthy": st.success,
     "partial collapse": st.warning,
 }
+
+
+TONE_COLOUR = {"good": "green", "bad": "red"}
+
+
+def card_reading(card: Card, report: Mapping[str, Any]) -> str:
+    """The backend's reading of this card's value (what it says here), coloured by tone."""
+    reading = (report.get("readings") or {}).get(card.key)
+    if not isinstance(reading, Mapping) or not reading.get("text"):
+        return ""
+    colour = TONE_COLOUR.get(str(reading.get("tone")))
+    text = str(reading["text"])
+    return f":{colour}[**Here:** {text}]" if colour else f"**Here:** {text}"
 
 
 def _present(v: Any) -> bool:
@@ -185,10 +176,13 @@ def show_report(report: Mapping[str, Any]) -> None:
     meta = [
         f"method **{report.get('method')}**",
         f"data **{report.get('dataset')}** ({report.get('split') or 'split ?'}, "
-        f"{report.get('num_images')} images)",
+        f"{report.get('num_images'):,} images: every count below is of these)"
+        if isinstance(report.get("num_images"), int)
+        else f"data **{report.get('dataset')}**",
     ]
-    if report.get("epoch") is not None:
-        meta.append(f"epoch {report['epoch']}")
+    progress = progress_label(report)
+    if progress:
+        meta.append(" · ".join(progress))
     if report.get("embedding_space"):
         meta.append(f"{report['embedding_space']} embeddings")
     st.caption(" · ".join(meta))
@@ -201,6 +195,9 @@ def show_report(report: Mapping[str, Any]) -> None:
             with col.container(border=True):
                 st.metric(card.title, card.fmt(report[card.key], report))
                 st.caption(card.explain(report))
+                reading = card_reading(card, report)
+                if reading:
+                    st.markdown(reading)
 
     left, right = st.columns(2)
     with left:

@@ -47,6 +47,10 @@ def run_payload(form: Mapping[str, Any]) -> dict[str, Any]:
         payload["fixed_phi"] = bool(form["fixed_phi"])
     if form.get("max_minutes"):
         payload["max_minutes"] = float(form["max_minutes"])
+    if form.get("max_steps"):
+        payload["max_steps"] = int(form["max_steps"])
+    if form.get("amp"):
+        payload["amp"] = str(form["amp"])
     if form.get("name"):
         payload["name"] = form["name"]
     return payload

@@ -534,6 +534,17 @@ class LoadedModel:
         return self.epoch + 1 if self.epoch_complete else self.epoch
 
 
+    @property
+    def epochs_fraction(self) -> float | None:
+        """Epochs of training behind the file, fractional (0.4), when it records them; else
+        the whole epochs of `epochs_done`."""
+        extra = self.payload.get("extra") if isinstance(self.payload.get("extra"), dict) else {}
+        done = extra.get("epochs_done")
+        if isinstance(done, int | float) and not isinstance(done, bool):
+            return float(done)
+        return None if self.epochs_done is None else float(self.epochs_done)
+
+
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

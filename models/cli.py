@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,12 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--max-minutes", type=float, help="stop after this much training time")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-amp", action="store_true", help="train in float32")
+    p.add_argument(
+        "--amp",
+        choices=["auto", "on", "off"],
+        help="precision: auto (default) uses bf16/fp16 only where this machine runs it faster",
+    )
+    p.add_argument("--no-amp", action="store_true", help="train in float32 (= --amp off)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--config", help="JSON file with a full or partial TrainConfig")
     p.add_argument(
@@ -138,8 +144,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     }
     if args.download:
         flags["data.download"] = True
+    if args.amp:
+        flags["amp"] = args.amp
     if args.no_amp:
-        flags["amp"] = False
+        flags["amp"] = "off"
     method = args.method
     if method in ("swav", "pcl") and args.temperature is not None:
         flags[f"{method}.temperature"] = args.temperature
@@ -207,7 +215,9 @@ def _cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         print("protoscope train: interrupted; resume with --resume", file=sys.stderr)
         return 130
     if trainer.dist.is_main:  # one summary line, not one per torchrun rank
-        print(json.dumps({"out": str(out), **{k: end[k] for k in ("status", "step", "epoch")}}))
+        summary = {"out": str(out), **{k: end[k] for k in ("status", "step", "epoch")}}
+        summary["precision"] = trainer.precision.dtype
+        print(json.dumps(summary))
     return 0
 
 
@@ -226,6 +236,17 @@ def _add_diagnose(sub: Any) -> None:
         "--max-images", type=int, default=2000, help="evaluate the first N images (default 2000)"
     )
     p.add_argument("--pretty", action="store_true", help="a short human summary instead of JSON")
+    _add_analysis_flags(p)
+
+
+def _add_analysis_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--amp",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="precision of the forward passes (auto: reduced only where it is faster here)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def _pct(x: float | None) -> str:
@@ -282,24 +303,64 @@ def diagnose_summary(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class _StderrProgress:
+    """Progress of an analysis on stderr: a bar on a terminal, else a line per step.
+
+    Piped or logged, a line is written when the step changes and at most every 10 % or 10 s
+    within one, so a log shows where a slow analysis is without a line per batch.
+    """
+
+    def __init__(self, name: str, quiet: bool) -> None:
+        self.name = name
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.last: tuple[str, float, float] = ("", -1.0, 0.0)
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=100, desc=self.name, unit="%", file=sys.stderr, leave=False)
+            self.bar.set_postfix_str(message, refresh=False)
+            self.bar.update(max(0.0, 100 * fraction - self.bar.n))
+            return
+        step = message.split(":")[0]
+        now = time.monotonic()
+        last_step, last_fraction, last_time = self.last
+        if step == last_step and fraction - last_fraction < 0.1 and now - last_time < 10:
+            return
+        self.last = (step, fraction, now)
+        print(f"{self.name}: {100 * fraction:3.0f} % {message}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _run_analysis(
-    parser: argparse.ArgumentParser, name: str, compute: Callable[[ProgressFn | None], Any]
+    parser: argparse.ArgumentParser,
+    name: str,
+    compute: Callable[[ProgressFn | None], Any],
+    quiet: bool = False,
 ) -> tuple[int, Any]:
     """Run an analysis with the CLI's error contract: (exit code, result).
 
     Bad checkpoints or data exit 2 with the message; a failure while computing is one line and
-    exit 1; never a traceback. Progress goes to stderr only for a person watching a terminal,
-    so piped output stays clean for scripts.
+    exit 1; never a traceback. Progress goes to stderr (see _StderrProgress) unless `quiet`, so
+    stdout holds the JSON alone.
     """
     from models.checkpoints import CheckpointError
     from models.data import DatasetError
 
-    def progress(fraction: float, message: str) -> None:
-        print(f"{name}: {100 * fraction:3.0f} % {message}", file=sys.stderr, flush=True)
-
+    progress = _StderrProgress(name, quiet)
     try:
-        return 0, compute(progress if sys.stderr.isatty() else None)
+        return 0, compute(progress)
     except (CheckpointError, DatasetError) as e:
+        progress.close()
         _fail(parser, str(e))
     except KeyboardInterrupt:
         print(f"protoscope {name}: interrupted", file=sys.stderr)
@@ -307,6 +368,8 @@ def _run_analysis(
     except Exception as e:  # a failure while computing: one line, never a traceback
         print(f"protoscope {name}: failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1, None
+    finally:
+        progress.close()
     return 2, None  # not reached: _fail exits
 
 
@@ -325,7 +388,9 @@ def _cmd_diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             split=args.split,
             max_images=args.max_images,
             progress=progress,
+            amp=args.amp,
         ),
+        args.quiet,
     )
     if code:
         return code
@@ -347,6 +412,7 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--max-images", type=int, default=2000, help="the first N images (2000)")
     p.add_argument("--with-maps", action="store_true", help="include both maps' points")
+    _add_analysis_flags(p)
 
 
 def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -368,7 +434,9 @@ def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
             split=args.split,
             max_images=args.max_images,
             progress=progress,
+            amp=args.amp,
         ),
+        args.quiet,
     )
     if code:
         return code

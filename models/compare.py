@@ -20,14 +20,8 @@ import numpy as np
 import torch
 
 from models.config import DataConfig
-from models.embedding_map import (
-    cache_key,
-    cached_arrays,
-    checkpoint_hash,
-    default_cache_dir,
-    umap_2d,
-)
-from models.features import Features, extract_features, load_inputs
+from models.embedding_map import checkpoint_hash, default_cache_dir, map_of
+from models.features import FeatureKey, Features, analysis_data, cached_features, load_inputs
 
 DEFAULT_K = 10  # k-means K when neither model has prototypes and the data set has no classes
 TOP_CHANGES = 20  # clusters listed as having gained or lost the most images
@@ -177,26 +171,25 @@ def map_pair(
     b: str | Path,
     features_a: Features,
     features_b: Features,
+    data: DataConfig,
+    split: str,
     cache_dir: Path,
-    seed: int = 0,
-    **key: Any,
+    temperatures: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Both maps (B's aligned onto A's) and the disparity; each map cached on disk.
+    """Both maps (B's aligned onto A's) and the disparity.
 
-    A map's cache key is its checkpoint's hash, `seed` and `key` (the images it was taken on).
+    Each map is Explore's map of that checkpoint on these images (`embedding_map.map_of`), so
+    a checkpoint already opened on Explore is not mapped again.
     """
-
-    def xy(checkpoint: str | Path, features: Features) -> np.ndarray:
-        name = cache_key(checkpoint_hash(checkpoint), kind="compare", seed=seed, **key)
-
-        def compute() -> dict[str, np.ndarray]:
-            return {"xy": umap_2d(features.backbone.numpy(), seed=seed)}
-
-        return cached_arrays(cache_dir / f"cmp-{name}.npz", compute)[0]["xy"]
-
-    xy_a = xy(a, features_a)
-    aligned_b, disparity = procrustes_align(xy_a, xy(b, features_b))
-    return xy_a, aligned_b, disparity
+    (arrays_a, _), (arrays_b, _) = (
+        map_of(checkpoint_hash(ckpt), feats, data, split, cache_dir, temperature)
+        for ckpt, feats, temperature in (
+            (a, features_a, temperatures[0]),
+            (b, features_b, temperatures[1]),
+        )
+    )
+    aligned_b, disparity = procrustes_align(arrays_a["xy"], arrays_b["xy"])
+    return arrays_a["xy"], aligned_b, disparity
 
 
 def _points(indices: torch.Tensor, xy: np.ndarray, assign: np.ndarray) -> list[dict[str, Any]]:
@@ -242,6 +235,8 @@ def compare_checkpoints(
     max_images: int | None = 2000,
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
+    amp: str = "auto",
+    feature_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Agreement, NMI, ARI, matched clusters, gained/lost, metric deltas and aligned maps.
 
@@ -260,26 +255,38 @@ def compare_checkpoints(
         return lambda f, m: report(lo + (hi - lo) * f, m)
 
     checkpoint_hash(b)  # fail on a missing B before the slow part
-    ia = load_inputs(a, dataset, data_root, split, max_images, part(0.0, 0.1))
-    report(0.1, "features of B")
-    loaded_b = load_model(b)
+    loaded_b = load_model(b)  # and on a bad one
+    ia = load_inputs(a, dataset, data_root, split, max_images, part(0.0, 0.2), amp, feature_cache)
     fa = ia.features
-    fb = extract_features(loaded_b.model, ia.images, ia.data.name, max_images=max_images)
+    _, side_b = analysis_data(loaded_b, ia.data.name, ia.data.root)
+    fb = cached_features(
+        FeatureKey(b, ia.data, split, side_b, amp),
+        lambda: ia.images,
+        lambda: loaded_b.model,
+        max_images,
+        feature_cache,
+        part(0.2, 0.4),
+        what="features of B",
+    )
     method_a, method_b = ia.loaded.config.method, loaded_b.config.method
     ka, kb = num_prototypes(fa, method_a), num_prototypes(fb, method_b)
     k_fallback = len(ia.images.classes or []) or DEFAULT_K
     assign_a = assignments(fa, method_a, ka or kb or k_fallback)
     assign_b = assignments(fb, method_b, kb or ka or k_fallback)
 
-    report(0.2, "diagnostics of A and B")
     name, root = ia.data.name, ia.data.root
-    diag_a = diagnose_checkpoint(a, name, root, split, max_images, progress=part(0.2, 0.4))
-    diag_b = diagnose_checkpoint(b, name, root, split, max_images, progress=part(0.4, 0.6))
+    # The two reports read the features just computed (or cached) from the shared cache.
+    diag_a = diagnose_checkpoint(
+        a, name, root, split, max_images, None, part(0.4, 0.55), amp, feature_cache
+    )
+    diag_b = diagnose_checkpoint(
+        b, name, root, split, max_images, None, part(0.55, 0.7), amp, feature_cache
+    )
 
-    report(0.6, "maps")
-    key = {"data": ia.data.model_dump(), "split": split, "max_images": max_images}
+    report(0.7, "maps")
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    xy_a, xy_b, disparity = map_pair(a, b, fa, fb, folder, **key)
+    temps = (ia.loaded.config.prediction_temperature, loaded_b.config.prediction_temperature)
+    xy_a, xy_b, disparity = map_pair(a, b, fa, fb, ia.data, split, folder, temps)
     report(1.0, "done")
     return {
         "a": str(a),

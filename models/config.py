@@ -8,14 +8,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Method = Literal["swav", "pcl", "supervised"]
+AmpMode = Literal["auto", "on", "off"]  # what each means: models/precision.py
 BackboneName = Literal["small_cnn", "resnet18", "resnet50"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# The side images are trained at when a run does not say. `shapes` is rendered at 28 px for
+# the CPU recipe (2-core AVX2, width 16, one run each, by steps): 28 px learned far faster per
+# step than 24 px (75.8 % against 58.9 % kNN at 1,400 steps) for 1.3× the time per step, and
+# 32 px no faster per step than 28 px for another 1.2× (benchmarks/RESULTS.md). Everything
+# else keeps 32 px (CIFAR-10's own; STL-10 and folders are downscaled to it).
+DEFAULT_IMAGE_SIDE: dict[str, int] = {"shapes": 28}
 
 
 class DataConfig(_Strict):
@@ -25,10 +34,22 @@ class DataConfig(_Strict):
     root: str | None = Field(None, description="local folder for cifar10, stl10, imagefolder")
     download: bool = Field(False, description="let torchvision download cifar10/stl10 to root")
     image_size: int = Field(
-        32, ge=8, le=256, description="side in pixels (digits/imagefolder are resized to it)"
+        32,
+        ge=8,
+        le=256,
+        description="side in pixels, every image resized to it (default: 24 for shapes, 32 "
+        "for the others)",
     )
     num_train: int | None = Field(None, ge=16, description="cap on training images (None: all)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the procedural data set")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_side(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("image_size") is None:
+            name = data.get("name", "shapes")
+            return {**data, "image_size": DEFAULT_IMAGE_SIDE.get(str(name), 32)}
+        return data
 
 
 class AugmentConfig(_Strict):
@@ -36,8 +57,10 @@ class AugmentConfig(_Strict):
 
     Defaults are tuned for the 5-minute CPU budget on `shapes` (see benchmarks/): colour is pure
     nuisance there, so hue is randomised fully and half the crops are grey — otherwise SwAV
-    happily clusters by colour; rotation is nuisance too (shapes come at any angle); small crops
-    (16 px) and crop scales below 0.5 slowed learning at this budget, so they are off by default.
+    happily clusters by colour; rotation is nuisance too (shapes come at any angle). Small crops
+    are off here and switched on for SwAV by TrainConfig (SWAV_SMALL_CROPS): on a CPU without
+    native bf16, two half-side crops per image bought more kNN per second than a wider network;
+    PCL has no small-crop term.
     """
 
     num_large: int = Field(2, ge=1, le=4)
@@ -45,7 +68,7 @@ class AugmentConfig(_Strict):
     large_frac: float = Field(1.0, gt=0.1, le=1.0, description="large crop side / image side")
     small_frac: float = Field(0.5, gt=0.1, le=1.0, description="small crop side / image side")
     large_scale: tuple[float, float] = (0.5, 1.0)
-    small_scale: tuple[float, float] = (0.1, 0.35)
+    small_scale: tuple[float, float] = (0.25, 0.6)
     jitter_strength: float = Field(1.0, ge=0.0, le=1.5)
     hue: float | None = Field(
         0.5, ge=0.0, le=0.5, description="max hue shift in turns (None: 0.2 · jitter_strength)"
@@ -130,6 +153,17 @@ class PCLConfig(_Strict):
 PCL_WARMUP_EPOCHS = 2.0
 
 
+# SwAV's CPU recipe on top of the shared defaults (measured on `shapes`, 2-core AVX2, one run
+# each, benchmarks/RESULTS.md): two small crops (half the side, scale 0.25–0.6) cost 1.35× a
+# step and gave +6 kNN points at equal steps; AdamW lr 4·10⁻³ instead of 2·10⁻³ gave +3 at
+# 3,300 steps with width 16; and no decay: over a 2,400-step budget a constant rate ended at
+# 73.8 % where the cosine to 0 ended at 61.7 % and to half the rate stood 5 points behind
+# (a short run needs every step at full rate). PCL looks at two crops only: no small ones.
+SWAV_SMALL_CROPS = 2
+SWAV_LR = 0.004
+SWAV_FINAL_LR_FRAC = 1.0
+
+
 class OptimConfig(_Strict):
     name: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(0.002, gt=0.0, le=100.0)
@@ -144,7 +178,9 @@ class TrainConfig(_Strict):
 
     method: Method = "swav"
     backbone: BackboneName = "small_cnn"
-    width: int = Field(32, ge=4, le=512, description="base channel width of small_cnn")
+    # 16, not 32: on a 2-core AVX2 CPU in float32 a step of width 32 cost 4.6× one of width
+    # 16 (24-px crops), and width 20 learned no faster per step (benchmarks/RESULTS.md).
+    width: int = Field(16, ge=4, le=512, description="base channel width of small_cnn")
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     swav: SwAVConfig = Field(default_factory=SwAVConfig)
@@ -156,17 +192,71 @@ class TrainConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0.0, description="stop after this wall time")
     seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's seeds stop at 2**32 - 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="bf16 autocast on CPU, fp16/bf16 on CUDA")
+    amp: AmpMode = Field(
+        "auto",
+        description="auto: reduced precision only where this machine runs it faster (see "
+        "models/precision.py); on: bf16 autocast on CPU, bf16/fp16 on CUDA; off: float32",
+    )
     num_threads: int | None = Field(None, ge=1, le=512)
     eval_every_epochs: int = Field(1, ge=1)
     knn_k: int = Field(20, ge=1, le=1000)
     knn_t: float = Field(0.07, gt=0.0, le=10.0)
     log_every_steps: int = Field(1, ge=1)
     eval_max_images: int | None = Field(2000, ge=16)
+    # Checkpoints come at every epoch's end and also on a clock, so a long epoch (or a short
+    # time-budgeted run) still leaves several to compare: the demo's 10-minute runs used to end
+    # inside their first epoch with one checkpoint, written at the very end.
+    checkpoint_every_minutes: float | None = Field(
+        1.0, gt=0.0, le=10_000.0, description="also checkpoint after this much training time"
+    )
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="also checkpoint every this many steps"
+    )
+    keep_checkpoints: int = Field(
+        30,
+        ge=2,
+        le=100_000,
+        description="at most this many checkpoint files per run (besides last.pt); beyond, the "
+        "one closest to its neighbours goes, never the first or the newest",
+    )
+    # A quick kNN on a fixed subset between epochs, so the kNN curve rises while a run is young.
+    knn_every_steps: int | None = Field(100, ge=1, description="quick kNN every N steps")
+    knn_bank_images: int = Field(2000, ge=16, le=100_000, description="quick kNN: train images")
+    knn_query_images: int = Field(1000, ge=16, le=100_000, description="quick kNN: test images")
+    knn_max_overhead: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="skip a quick kNN while they have cost more than this share of training time",
+    )
+
+    @property
+    def prediction_temperature(self) -> float:
+        """The softmax temperature of the method's predictions over its prototypes."""
+        if self.method == "swav":
+            return self.swav.temperature
+        if self.method == "pcl":
+            return self.pcl.temperature
+        return 1.0
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_bool(cls, value: object) -> object:
+        # Configs written before "auto" existed stored a bool: True meant bf16 autocast.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
     @model_validator(mode="after")
     def _method_defaults(self) -> TrainConfig:
         """Defaults that depend on the method; a value the user set always wins."""
         if self.method == "pcl" and "warmup_epochs" not in self.optim.model_fields_set:
             self.optim.warmup_epochs = PCL_WARMUP_EPOCHS
+        if self.method == "swav":
+            if "num_small" not in self.augment.model_fields_set:
+                self.augment.num_small = SWAV_SMALL_CROPS
+            if "lr" not in self.optim.model_fields_set:
+                self.optim.lr = SWAV_LR
+            if "final_lr_frac" not in self.optim.model_fields_set:
+                self.optim.final_lr_frac = SWAV_FINAL_LR_FRAC
         return self

@@ -26,9 +26,9 @@ from torch import Tensor
 from models.prototype_usage import entropy
 
 if TYPE_CHECKING:  # the heavy modules are imported where they are used
-    from models.config import DataConfig, TrainConfig
+    from models.config import TrainConfig
     from models.data import ImageSet
-    from models.features import Features
+    from models.features import Features, Inputs
     from models.method import MethodModule
 
 __all__ = [
@@ -112,9 +112,6 @@ DUPLICATE_COSINE = 0.99  # prototypes this close are one prototype twice (SwAV i
 MAX_LISTED_PAIRS = 1000  # a fully collapsed K = 3000 would list ~4.5 M pairs otherwise
 RANKME_EPS = 1e-7  # Garrido et al. 2023, added to each normalised singular value
 RECENT_LOSSES = 50  # step events read from a run folder for the ln K signature
-KNN_K = 20  # weighted kNN as in the training events (InstDisc / DINO)
-KNN_T = 0.07
-KNN_BANK_MAX = 10_000  # train images in the kNN bank: all of `shapes`, bounded elsewhere
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -450,6 +447,7 @@ class DiagnosticReport(BaseModel):
     checkpoint: str | None = None
     source: str | None = None
     epoch: int | None = None  # epochs completed when it was written (from 1)
+    epochs_done: float | None = None  # the same, fractional (0.4), when the file records it
     step: int | None = None
     dataset: str | None = None
     split: str | None = None
@@ -489,12 +487,15 @@ class DiagnosticReport(BaseModel):
     cluster_sizes: list[int] | None = None
     pcl_clusterings: list[dict[str, Any]] | None = None
     # against labels
+    num_classes: int | None = None
     knn_top1: float | None = None  # fraction in [0, 1]
     nmi: float | None = None
     ami: float | None = None
     ari: float | None = None
     cluster_accuracy: float | None = None
     cluster_purity: float | None = None
+    # what each number says about this checkpoint (models/metric_readings.py)
+    readings: dict[str, dict[str, str]] | None = None
 
 
 def _finite(x: float | None) -> float | None:
@@ -597,14 +598,6 @@ def recent_losses_from_run(
     return list(recent) or None
 
 
-def _temperature(config: TrainConfig) -> float:
-    if config.method == "swav":
-        return float(config.swav.temperature)
-    if config.method == "pcl":
-        return float(config.pcl.temperature)
-    return 1.0
-
-
 def _pcl_clusterings(model: MethodModule, projected: Tensor | None) -> list[PhiVsSize] | None:
     """φ vs size for every clustering of a PCL model, sized on the evaluated images."""
     clusterings = getattr(model, "clusterings", None)
@@ -628,12 +621,14 @@ def diagnose_checkpoint(
     max_images: int | None = 2000,
     recent_losses: list[float] | None = None,
     progress: Callable[[float, str], None] | None = None,
+    amp: str = "auto",
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The diagnostic report of `checkpoint` on the first `max_images` images of `split`.
 
     `dataset` / `data_root` override the data set the checkpoint was trained on. kNN top-1
     (k = 20, T = 0.07) is a fraction in [0, 1] (`weighted_knn_top1` returns one): the train
-    split's backbone features (at most KNN_BANK_MAX) are the bank and the evaluated images the
+    split's backbone features (at most `knn_bank_size`) are the bank and the evaluated images the
     queries; for split="train" the bank is the train images after the evaluated ones, and kNN
     is None when none are left. Without `recent_losses` a checkpoint in RUN/checkpoints/ reads
     the last RECENT_LOSSES step losses of RUN/events.jsonl (SwAV only: PCL has no ln K line).
@@ -642,9 +637,7 @@ def diagnose_checkpoint(
     Raises CheckpointError for an unusable checkpoint, DatasetError for unusable data and
     ValueError for bad arguments. Returns `DiagnosticReport.model_dump()`.
     """
-    from models.checkpoints import load_model
-    from models.data import load_dataset
-    from models.features import extract_features
+    from models.features import load_inputs
 
     def report(fraction: float, message: str) -> None:
         if progress is not None:
@@ -654,20 +647,15 @@ def diagnose_checkpoint(
         raise ValueError(f"max_images must be ≥ 1 or None, got {max_images}")
     path = Path(checkpoint)
     report(0.0, "loading checkpoint")
-    loaded = load_model(path)
+    # Steps and their share of the bar: features of the evaluated images 0–50 %, the kNN
+    # bank 50–90 %, the measurements the rest.
+    inputs = load_inputs(
+        path, dataset, data_root, split, max_images, lambda f, m: report(0.5 * f, m), amp, cache_dir
+    )
+    loaded, data_cfg, feats = inputs.loaded, inputs.data, inputs.features
     cfg = loaded.config
-    update = {k: v for k, v in (("name", dataset), ("root", data_root)) if v is not None}
-    data_cfg = cfg.data.model_copy(update=update)
-    report(0.1, f"loading {data_cfg.name} ({split})")
-    images = load_dataset(data_cfg, split)  # type: ignore[arg-type]
-    if len(images) == 0:
-        raise ValueError(f"the {split} split of {data_cfg.name} holds no images")
-    n_eval = len(images) if max_images is None else min(len(images), max_images)
-    report(0.2, f"features of {n_eval} images")
-    feats = extract_features(loaded.model, images, data_cfg.name, max_images=n_eval)
-    train = images if split == "train" else None
-    knn = _knn_top1(loaded.model, feats, data_cfg, train, report)
-    report(0.8, "measuring")
+    knn = _knn_top1(inputs, split, amp, cache_dir, lambda f, m: report(0.5 + 0.4 * f, m))
+    report(0.9, "measuring")
     if recent_losses is None and cfg.method == "swav":
         recent_losses = recent_losses_from_run(path, loaded.step)
     metrics = _measure(cfg, feats, recent_losses)
@@ -680,16 +668,22 @@ def diagnose_checkpoint(
         checkpoint=str(path),
         source=loaded.source,
         epoch=epochs_done,
+        epochs_done=loaded.epochs_fraction,
         step=loaded.step,
         dataset=data_cfg.name,
         split=split,
         phi=pcl[0].phi if pcl else None,
         cluster_sizes=pcl[0].cluster_sizes if pcl else None,
         pcl_clusterings=[asdict(p) for p in pcl] if pcl else None,
+        num_classes=len(inputs.images.classes) if inputs.images.classes else None,
         knn_top1=knn,
     ).model_dump()
+    out = {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
+    from models.metric_readings import readings  # it reads this module's thresholds
+
+    out["readings"] = readings(out)
     report(1.0, "done")
-    return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
+    return out
 
 
 def early_note(word: str, source: str, epochs_done: int | None) -> str:
@@ -722,7 +716,7 @@ def _measure(
     metrics = diagnose_tensors(
         z,
         feats.logits if has_protos else None,
-        _temperature(config),
+        config.prediction_temperature,
         feats.prototypes if has_protos else None,
         recent_losses if config.method == "swav" else None,  # only SwAV's loss has a ln K line
         feats.labels,
@@ -731,32 +725,48 @@ def _measure(
 
 
 def _knn_top1(
-    model: MethodModule,
-    queries: Features,
-    data_cfg: DataConfig,
-    train: ImageSet | None,
+    inputs: Inputs,
+    split: str,
+    amp: str,
+    cache_dir: str | Path | None,
     report: Callable[[float, str], None],
 ) -> float | None:
-    """Weighted kNN top-1 (fraction) of the queries against a bank of train images.
+    """Weighted kNN top-1 (fraction) of the evaluated images against a bank of train images.
 
-    `train` is the already loaded train split when the queries come from it (None: load it).
-    Such queries are its first images, and a query must not find itself in the bank, so the
-    bank then starts after them. None without labels or without bank images.
+    The bank is the first `knn_bank_size` train images, backbone features only (the one thing
+    kNN reads), from the shared feature cache when an earlier analysis computed them. When the
+    queries come from the train split they are its first images, and a query must not find
+    itself in the bank, so the bank then starts after them. None without labels or without
+    bank images.
     """
     from models.data import load_dataset
-    from models.evaluate import weighted_knn_top1
-    from models.features import extract_features
+    from models.evaluate import KNN_K, KNN_T, knn_bank_size, weighted_knn_top1
+    from models.features import FeatureKey, cached_features
 
+    queries = inputs.features
     if queries.labels is None:
         return None
-    skip = queries.num_images if train is not None else 0
-    if train is None:
-        train = load_dataset(data_cfg, "train")
-    take = min(len(train), skip + KNN_BANK_MAX)
-    if train.labels is None or take <= skip:
+    skip = queries.num_images if split == "train" else 0
+
+    def train_images() -> ImageSet:
+        if split == "train":
+            return inputs.images
+        report(0.0, f"loading {inputs.data.name} (train) for the kNN bank")
+        return load_dataset(inputs.data, "train")
+
+    key = FeatureKey(inputs.loaded_path, inputs.data, "train", inputs.input_side, amp)
+    bank = cached_features(
+        key,
+        train_images,
+        lambda: inputs.loaded.model,
+        skip + knn_bank_size(inputs.loaded.config.backbone),
+        cache_dir,
+        report,
+        backbone_only=True,
+        what="kNN bank",
+    )
+    if bank.labels is None or bank.num_images <= skip:
         return None
-    report(0.5, f"kNN bank: features of {take - skip} train images")
-    bank = extract_features(model, train, data_cfg.name, max_images=take)
     return weighted_knn_top1(
         bank.backbone[skip:], bank.labels[skip:], queries.backbone, queries.labels, KNN_K, KNN_T
     )

@@ -109,6 +109,7 @@ def prototype_galleries(
     top_k: int = 16,
     max_images: int | None = None,
     progress: Callable[[float, str], None] | None = None,
+    feature_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Every prototype's top-k images, usage, φ (PCL), empty and duplicate flags.
 
@@ -117,7 +118,9 @@ def prototype_galleries(
     """
     if not 1 <= top_k <= 256:
         raise ValueError(f"top_k must be in [1, 256], got {top_k}")
-    inputs = load_inputs(checkpoint, dataset, data_root, split, max_images, progress)
+    inputs = load_inputs(
+        checkpoint, dataset, data_root, split, max_images, progress, cache_dir=feature_cache
+    )
     feats = inputs.features
     if feats.prototypes is None or inputs.loaded.config.method == "supervised":
         raise ValueError(
@@ -182,13 +185,16 @@ def image_neighbours(
     k_prototypes: int = 5,
     max_images: int | None = None,
     progress: Callable[[float, str], None] | None = None,
+    feature_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """The image `index`'s nearest images and nearest prototypes under `checkpoint`."""
     if not 1 <= k_images <= 256 or not 1 <= k_prototypes <= 256:
         raise ValueError("k_images and k_prototypes must be in [1, 256]")
     if index < 0:
         raise IndexError(f"image index must be ≥ 0, got {index}")
-    inputs = load_inputs(checkpoint, dataset, data_root, split, max_images, progress)
+    inputs = load_inputs(
+        checkpoint, dataset, data_root, split, max_images, progress, cache_dir=feature_cache
+    )
     feats = inputs.features
     protos = feats.prototypes if inputs.loaded.config.method != "supervised" else None
     out = neighbours_from(_space(feats), protos, feats.indices, index, k_images, k_prototypes)

@@ -19,6 +19,15 @@ FeatureFn = Callable[[Callable[[Tensor], Tensor]], Tensor]
 
 
 @dataclass
+class Analysis:
+    """What the analysis reads of one batch, from a single backbone pass (see `analyse`)."""
+
+    embed: Tensor  # (B, D) backbone features
+    projected: Tensor | None  # (B, d) unit rows in the prototypes' space, or None
+    logits: Tensor | None  # (B, K) scores against the prototypes, or None
+
+
+@dataclass
 class StepOutput:
     """The result of one training step's forward pass."""
 
@@ -81,6 +90,14 @@ class MethodModule(nn.Module):
     def prototype_phi(self) -> Tensor | None:
         """PCL's concentration φ per prototype (K,) of the first clustering; None elsewhere."""
         return None
+
+    def analyse(self, x: Tensor) -> Analysis:
+        """embed, project and prototype_logits of one batch.
+
+        Methods override this to run the backbone once: calling the three separately runs it
+        three times, which made the analysis of a ResNet-50 three times as slow as it needs to be.
+        """
+        return Analysis(self.embed(x), self.project(x), self.prototype_logits(x))
 
     def prototype_logits_or_empty(self, x: Tensor) -> Tensor:
         """prototype_logits, with (B, 0) standing for 'no prototypes yet'."""

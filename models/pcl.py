@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from models.config import PCLConfig
 from models.distributed import all_gather_cat, is_distributed
-from models.method import FeatureFn, MethodModule, StepOutput
+from models.method import Analysis, FeatureFn, MethodModule, StepOutput
 
 # The official settings (faiss's default is 256): at most this many points per centroid train
 # k-means, a random subsample beyond, which bounds the E-step's cost on large data sets.
@@ -370,11 +370,19 @@ class PCL(MethodModule):
         """
         if not self.clusterings:
             return None
-        q = self.encoder_q(x)
-        return q @ self.clusterings[0].centroids.to(q.device, q.dtype).t()
+        return self.analyse(x).logits
 
     def project(self, x: Tensor) -> Tensor:
         return self.encoder_q(x)
+
+    def analyse(self, x: Tensor) -> Analysis:
+        b = self.encoder_q.backbone(x)
+        q = F.normalize(self.encoder_q.head(b).float(), dim=1)
+        logits = None
+        if self.clusterings:
+            with torch.autocast(q.device.type, enabled=False):  # cosines in float32
+                logits = q @ self.clusterings[0].centroids.to(q.device, q.dtype).t()
+        return Analysis(b, q, logits)
 
     def prototype_vectors(self) -> Tensor | None:
         """The first clustering's centroids (unit rows), None before the first E-step."""

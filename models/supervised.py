@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.method import MethodModule, StepOutput
+from models.method import Analysis, MethodModule, StepOutput
 
 
 class Supervised(MethodModule):
@@ -21,6 +21,10 @@ class Supervised(MethodModule):
 
     def prototype_logits(self, x: Tensor) -> Tensor:
         return self.classifier(self.backbone(x))
+
+    def analyse(self, x: Tensor) -> Analysis:
+        b = self.backbone(x)
+        return Analysis(b, None, self.classifier(b))
 
     def training_step(
         self, views: list[Tensor], labels: Tensor | None, iteration: int, epoch: int

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from models.config import SwAVConfig
 from models.distributed import is_distributed
-from models.method import MethodModule, StepOutput
+from models.method import Analysis, MethodModule, StepOutput
 
 
 def _logsumexp(x: Tensor, dim: int | None, all_reduce: bool) -> Tensor:
@@ -141,20 +141,37 @@ class SwAV(MethodModule):
     def embed(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
+    def _head(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Unit embeddings z and their prototype scores, both float32 under any autocast.
+
+        The scores are cosines that Sinkhorn divides by ε (0.02–0.05) before exp: from bf16
+        autocast (3 significant digits) the codes moved by up to 2·10⁻² (ε 0.05) and 8·10⁻²
+        (ε 0.02). So the head — projection MLP, normalisation, prototypes — always runs in
+        float32 on the backbone's features; it is a few small matrix products per crop, noise
+        next to the backbone, which is where reduced precision pays.
+        """
+        with torch.autocast(features.device.type, enabled=False):
+            z = F.normalize(self.projection_head(features.float()), dim=1)
+            return z, self.prototypes(z)
+
     def project(self, x: Tensor) -> Tensor:
-        """L2-normalised embeddings z (B, feat_dim)."""
-        return F.normalize(self.projection_head(self.backbone(x)), dim=1)
+        """L2-normalised embeddings z (B, feat_dim), float32."""
+        return self._head(self.backbone(x))[0]
 
     def prototype_logits(self, x: Tensor) -> Tensor:
-        return self.prototypes(self.project(x))
+        return self._head(self.backbone(x))[1]
+
+    def analyse(self, x: Tensor) -> Analysis:
+        b = self.backbone(x)
+        z, scores = self._head(b)
+        return Analysis(b, z, scores)
 
     def prototype_vectors(self) -> Tensor:
         return F.normalize(self.prototypes.weight.detach().float(), dim=1)
 
     def _forward_crops(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Embeddings and scores of all crops, crops of one size batched through the backbone."""
-        z = F.normalize(self.projection_head(backbone_by_size(self.backbone, views)), dim=1)
-        return z, self.prototypes(z)
+        return self._head(backbone_by_size(self.backbone, views))
 
     # --- trainer hooks ------------------------------------------------------------------
     @torch.no_grad()

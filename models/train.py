@@ -8,13 +8,15 @@ written mid-epoch also records the global RNG state and how many batches were do
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,11 @@ from models.checkpoints import (
 from models.config import TrainConfig
 from models.data import ImageSet, dataset_mean_std, load_dataset
 from models.distributed import DistInfo, all_gather_cat, barrier, init_distributed
-from models.evaluate import weighted_knn_top1
+from models.evaluate import knn_bank_size, weighted_knn_top1
 from models.method import MethodModule
+from models.precision import Precision, choose_precision
 from models.prototype_usage import usage_summary
+from models.swav import backbone_by_size
 
 Event = dict[str, Any]
 EmitFn = Callable[[Event], None]
@@ -45,14 +49,6 @@ EmitFn = Callable[[Event], None]
 
 class TrainingError(RuntimeError):
     """The run cannot go on (a NaN loss, say); the message says why."""
-
-
-def _method_temperature(cfg: TrainConfig) -> float:
-    if cfg.method == "swav":
-        return cfg.swav.temperature
-    if cfg.method == "pcl":
-        return cfg.pcl.temperature
-    return 1.0
 
 
 def _pick_device(cfg: TrainConfig, dist_info: DistInfo) -> torch.device:
@@ -161,6 +157,9 @@ class Trainer:
             )
         self.optimizer = _build_optimizer(cfg, self.model)
         self.num_classes = num_classes
+        self.precision: Precision = self._choose_precision()
+        # fp16 (CUDA without bf16) needs loss scaling; bf16 and float32 do not.
+        self.scaler = self.precision.grad_scaler()
 
         world = self.dist.world_size
         self.steps_per_epoch = max(1, len(self.train_set) // (cfg.batch_size * world))
@@ -171,19 +170,59 @@ class Trainer:
         self.start_epoch = 0
         self.skip_batches = 0
         self.train_seconds = 0.0
+        self._last_checkpoint_at = (0, 0.0)  # (step, train_seconds) of the latest checkpoint
+        self._quick_knn_seconds = 0.0  # time the quick kNN has cost so far
+        self._quick_knn_sets: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     def _autocast(self) -> AbstractContextManager[Any]:
-        if not self.cfg.amp:
-            return nullcontext()
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return self.precision.autocast()
+
+    def _step_probe(self, autocast: AbstractContextManager[Any]) -> None:
+        """Forward + backward of the backbone on a batch of crops (precision measurement).
+
+        The backbone is what precision changes the speed of. It runs on a copy, with the global
+        RNG forked, so measuring changes nothing the run keeps (weights, BN statistics, random
+        stream), and without collectives, so under DDP rank 0 can measure alone.
+        """
+        if self._probe_state is None:
+            with torch.random.fork_rng(devices=[]):
+                n = min(self.cfg.batch_size, 16, len(self.train_set))
+                views = self.multicrop(self.train_images[:n])
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            self._probe_state = (copy.deepcopy(self.model).train(), views)
+        model, views = self._probe_state
+        with autocast:
+            out = backbone_by_size(model.embed, views)
+        out.float().square().mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    def _choose_precision(self) -> Precision:
+        """Rank 0 decides (measuring if need be) and every rank follows, so all ranks agree."""
+        self._probe_state: tuple[MethodModule, list[Tensor]] | None = None
+        probe = self._step_probe if self.dist.is_main else None
+        choice = choose_precision(self.cfg.amp, self.device, probe)
+        self._probe_state = None  # drop the copy
+        if self.dist.enabled:
+            box = [choice]
+            torch.distributed.broadcast_object_list(box, src=0)
+            choice = box[0]
+        return choice
 
     # --- checkpoints --------------------------------------------------------------------
-    def _save(self, epoch: int, batch_in_epoch: int, complete: bool) -> Path | None:
+    def epochs_done(self, step: int | None = None) -> float:
+        """Epochs of training behind `step` (default: now), fractional: 0.4 is 40 % of one."""
+        return (self.step if step is None else step) / max(1, self.steps_per_epoch)
+
+    def _save(self, epoch: int, batch_in_epoch: int, kind: str) -> Path | None:
+        """Write a checkpoint and last.pt atomically; `kind` is epoch, timed or final.
+
+        An epoch checkpoint is written after the epoch's last step; timed and final ones in
+        the middle of an epoch, before batch `batch_in_epoch`, with the RNG state, so a resume
+        from any of them continues exactly.
+        """
         if not self.dist.is_main:
             return None
+        complete = kind == "epoch"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         payload = make_payload(
             config=self.cfg,
@@ -198,12 +237,21 @@ class Trainer:
                 "epoch_complete": complete,
                 "batch_in_epoch": batch_in_epoch,
                 "train_seconds": self.train_seconds,
+                "epochs_done": self.epochs_done(),
+                "kind": kind,
+                "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             },
         )
-        name = f"epoch_{epoch + 1:04d}.pt" if complete else f"partial_{self.step:07d}.pt"
+        if complete:
+            name = f"epoch_{epoch + 1:04d}.pt"
+        elif kind == "timed":
+            name = f"step_{self.step:07d}.pt"
+        else:
+            name = f"partial_{self.step:07d}.pt"
         path = self.ckpt_dir / name
         save_checkpoint(path, payload)
         save_checkpoint(self.ckpt_dir / "last.pt", payload)
+        self._last_checkpoint_at = (self.step, self.train_seconds)
         self.emit(
             {
                 "type": "checkpoint",
@@ -211,9 +259,51 @@ class Trainer:
                 "epoch": epoch,
                 "step": self.step,
                 "epoch_complete": complete,
+                "epochs_done": self.epochs_done(),
+                "kind": kind,
+                "train_seconds": self.train_seconds,
             }
         )
+        self._retain()
         return path
+
+    def _retain(self) -> None:
+        """Keep at most `keep_checkpoints` files: drop the ones closest to their neighbours.
+
+        Never the first (the early end of an early-against-late comparison) nor the newest;
+        what is left stays spread over the whole run instead of crowding at its end.
+        """
+        files = sorted(
+            (p for p in self.ckpt_dir.glob("*.pt") if p.name != "last.pt"),
+            key=lambda p: (self._step_of(p), p.name),
+        )
+        steps = [self._step_of(p) for p in files]
+        while len(files) > self.cfg.keep_checkpoints and len(files) > 2:
+            # The inner file whose removal leaves the smallest hole between its neighbours.
+            i = min(range(1, len(files) - 1), key=lambda j: steps[j + 1] - steps[j - 1])
+            victim = files.pop(i)
+            steps.pop(i)
+            victim.unlink(missing_ok=True)
+            self.emit({"type": "checkpoint_removed", "path": str(victim), "step": self.step})
+
+    def _step_of(self, path: Path) -> int:
+        """The step a checkpoint file of this run was written at, from its name alone:
+        step_/partial_ files carry it, epoch_NNNN.pt is the end of epoch N."""
+        kind, _, number = path.stem.partition("_")
+        if not number.isdigit():
+            return 0
+        return int(number) * (self.steps_per_epoch if kind == "epoch" else 1)
+
+    def _checkpoint_due(self) -> bool:
+        """A timed checkpoint is due (steps or training minutes since the last one)."""
+        cfg = self.cfg
+        last_step, last_seconds = self._last_checkpoint_at
+        if self.step == last_step:
+            return False
+        if cfg.checkpoint_every_steps and self.step - last_step >= cfg.checkpoint_every_steps:
+            return True
+        every = cfg.checkpoint_every_minutes
+        return bool(every and self.train_seconds - last_seconds >= 60 * every)
 
     def _restore(self) -> None:
         path = self.ckpt_dir / "last.pt"
@@ -226,6 +316,9 @@ class Trainer:
         extra = payload.get("extra") or {}
         self.step = int(payload["step"])
         self.train_seconds = float(extra.get("train_seconds", 0.0))
+        self._last_checkpoint_at = (self.step, self.train_seconds)
+        if self.scaler is not None and isinstance(extra.get("grad_scaler"), dict):
+            self.scaler.load_state_dict(extra["grad_scaler"])
         if extra.get("epoch_complete", True):
             self.start_epoch = int(payload["epoch"]) + 1
             self.skip_batches = 0
@@ -264,33 +357,102 @@ class Trainer:
         self.model.train(was_training)
         return feats
 
+    def _embed_and_logits(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Backbone features (N, D) and prototype logits (N, K; K = 0 without prototypes) of
+        un-augmented images, from one backbone pass per batch."""
+        dim: list[int] = []
+
+        def both(x: Tensor) -> Tensor:
+            out = self.model.analyse(x)
+            logits = out.logits if out.logits is not None else x.new_zeros((x.shape[0], 0))
+            dim[:] = [out.embed.shape[1]]
+            return torch.cat([out.embed.float(), logits.float()], dim=1)
+
+        joined = self._features(both, images, shard=False)
+        return joined[:, : dim[0]], joined[:, dim[0] :]
+
     @torch.no_grad()
     def _evaluate(self, epoch: int) -> Event:
+        """The full evaluation of an epoch's end: kNN of the test images (at most
+        eval_max_images) against the first `knn_bank_size` train images, as Diagnose does, and
+        the test split's usage."""
         cfg = self.cfg
         event: Event = {"type": "epoch_eval", "epoch": epoch, "step": self.step}
         test = self.test_set
         n_eval = len(test) if cfg.eval_max_images is None else min(len(test), cfg.eval_max_images)
         test_images = test.images[:n_eval].to(self.device)
+        query, logits = self._embed_and_logits(test_images)
         if test.labels is not None and self.train_labels is not None:
-            bank = self._features(self.model.embed, self.train_images, shard=False)
-            query = self._features(self.model.embed, test_images, shard=False)
+            n_bank = min(len(self.train_set), knn_bank_size(cfg.backbone))
+            bank = self._features(self.model.embed, self.train_images[:n_bank], shard=False)
             event["knn_top1"] = weighted_knn_top1(
                 bank,
-                self.train_labels,
+                self.train_labels[:n_bank],
                 query,
                 test.labels[:n_eval].to(self.device),
                 k=cfg.knn_k,
                 temperature=cfg.knn_t,
             )
-        logits = self._features(self.model.prototype_logits_or_empty, test_images, shard=False)
+            event["knn_bank"] = int(bank.shape[0])
+            event["knn_queries"] = int(n_eval)
+        event["eval_images"] = int(n_eval)
         if logits.shape[1] > 0:
-            summary = usage_summary(logits, _method_temperature(cfg))
+            summary = usage_summary(logits, cfg.prediction_temperature)
             event["assignments"] = logits.argmax(dim=1).tolist()
             event["eval_usage"] = summary["usage"]
             event["eval_active_prototypes"] = summary["active_prototypes"]
             event["eval_usage_entropy"] = summary["usage_entropy"]
             event["eval_assignment_entropy"] = summary["assignment_entropy"]
         return event
+
+    def _quick_knn_due(self) -> bool:
+        cfg = self.cfg
+        every = cfg.knn_every_steps
+        if not every or self.step == 0 or self.step % every:
+            return False
+        if self.test_set.labels is None or self.train_labels is None:
+            return False
+        # Never more than knn_max_overhead of the training time (a ResNet on large images).
+        return self._quick_knn_seconds <= cfg.knn_max_overhead * self.train_seconds
+
+    @torch.no_grad()
+    def _quick_knn(self, epoch: int) -> Event:
+        """kNN of a fixed test subset against a fixed train subset: cheap enough to run every
+        `knn_every_steps` steps, so the curve rises during an epoch, not only at its end."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        if self._quick_knn_sets is None:
+            n_bank = min(cfg.knn_bank_images, len(self.train_set))
+            n_query = min(cfg.knn_query_images, len(self.test_set))
+            # Seeded, so every quick kNN of the run (and of its resume) uses the same images;
+            # random, because folders on disk are often sorted by class.
+            gen = torch.Generator().manual_seed(cfg.seed + 12_345)
+            bank_idx = torch.randperm(len(self.train_set), generator=gen)[:n_bank].sort().values
+            assert self.test_set.labels is not None and self.train_labels is not None
+            self._quick_knn_sets = (
+                self.train_images[bank_idx.to(self.device)],
+                self.train_labels[bank_idx.to(self.device)],
+                self.test_set.images[:n_query].to(self.device),
+                self.test_set.labels[:n_query].to(self.device),
+            )
+        bank_x, bank_y, query_x, query_y = self._quick_knn_sets
+        with torch.random.fork_rng(devices=[]):  # no draw here may move the training stream
+            bank = self._features(self.model.embed, bank_x, shard=False)
+            query = self._features(self.model.embed, query_x, shard=False)
+        top1 = weighted_knn_top1(bank, bank_y, query, query_y, k=cfg.knn_k, temperature=cfg.knn_t)
+        seconds = time.perf_counter() - t0
+        self._quick_knn_seconds += seconds
+        return {
+            "type": "knn",
+            "epoch": epoch,
+            "step": self.step,
+            "epochs_done": self.epochs_done(),
+            "knn_top1": top1,
+            "knn_bank": int(bank.shape[0]),
+            "knn_queries": int(query.shape[0]),
+            "eval_seconds": seconds,
+            "train_seconds": self.train_seconds,
+        }
 
     # --- the loop -------------------------------------------------------------------------
     def _check_finite(self, loss: Tensor) -> None:
@@ -348,8 +510,12 @@ class Trainer:
                 "resumed_at_step": self.step if self.resume else None,
                 "classes": self.train_set.classes,
                 "crop_sizes": self.multicrop.sizes,
+                "precision": self.precision.as_event(),
+                "num_threads": torch.get_num_threads(),
             }
         )
+        if self.progress and self.dist.is_main:
+            print(f"{cfg.method} {cfg.data.name}: {self.precision.summary()}", file=sys.stderr)
         bar = None
         if self.progress and self.dist.is_main:
             from tqdm import tqdm
@@ -363,7 +529,7 @@ class Trainer:
             )
         status, reason = "completed", ""
         epoch = self.start_epoch
-        temperature = _method_temperature(cfg)
+        temperature = cfg.prediction_temperature
         crops_per_step = len(self.multicrop.sizes) * cfg.batch_size * self.dist.world_size
         try:
             while epoch < cfg.epochs:
@@ -390,8 +556,12 @@ class Trainer:
                     if self._budget_spent() or self.should_stop():
                         status = "stopped" if self.should_stop() else "completed"
                         reason = "stop requested" if self.should_stop() else "budget reached"
-                        self._save(epoch, b, complete=False)
+                        self._save(epoch, b, "final")
                         raise StopIteration
+                    if self._checkpoint_due():
+                        self._save(epoch, b, "timed")
+                    if self._quick_knn_due():
+                        self.emit(self._quick_knn(epoch))
                     t0 = time.perf_counter()
                     idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                     event = self._train_step(idx, epoch, temperature)
@@ -421,7 +591,7 @@ class Trainer:
                 if (epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs:
                     ev.update({k: v for k, v in self._evaluate(epoch).items() if k != "type"})
                 self.emit(ev)
-                self._save(epoch, self.steps_per_epoch, complete=True)
+                self._save(epoch, self.steps_per_epoch, "epoch")
                 barrier()
                 epoch += 1
                 if bar is not None and "knn_top1" in ev:
@@ -467,9 +637,15 @@ class Trainer:
             out = self.net(views, labels, self.step, epoch)
         self._check_finite(out.loss)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        self.model.after_backward(self.step, epoch)
-        self.optimizer.step()
+        if self.scaler is None:
+            out.loss.backward()
+            self.model.after_backward(self.step, epoch)
+            self.optimizer.step()
+        else:
+            self.scaler.scale(out.loss).backward()
+            self.model.after_backward(self.step, epoch)
+            self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
+            self.scaler.update()
         self.model.after_step(self.step, epoch)
         self.step += 1
         event: Event = {

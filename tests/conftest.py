@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
+# One torch thread per process, for this process and every server, worker and CLI it starts
+# (they inherit the environment; set before torch is imported). The suite must pass with a
+# second CPU-heavy process beside it: there, a 2-thread step took 352 ms against 245 ms for
+# one thread (OpenMP threads spin waiting for a core), while on an idle 2-core machine one
+# thread costs only ~20 % (small convolutions scale poorly).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("PROTOSCOPE_WORKER_THREADS", "1")
+
 from pathlib import Path
 
 import pytest

@@ -84,10 +84,11 @@ def backend_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterato
     port = free_port()
     cmd = [sys.executable, "-m", "models.cli", "serve", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--data", str(data_dir)]
+    # No UMAP warm-up: a test server that never draws a map would compile numba for nothing.
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "PROTOSCOPE_WARM_UMAP": "0", **(env or {})},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

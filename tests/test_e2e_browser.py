@@ -78,11 +78,14 @@ def hover_shows_the_image(page: Page) -> None:
         "return i && i.complete && i.naturalWidth > 0; }",
         timeout=5_000,
     )
-    # The image is the hovered point's, by its data set index (customdata[0]), not its position.
-    hovered = page.evaluate(
-        "() => document.querySelector('.js-plotly-plot')._hoverdata[0].customdata[0]"
+    # The image is the hovered point's, by its data set index (customdata[0]), not its position
+    # (the preview of a point hovered a moment earlier may still be on its way: wait for it).
+    page.wait_for_function(
+        f"() => {{ const i = document.querySelector('{PREVIEW} img'); "
+        "const h = document.querySelector('.js-plotly-plot')._hoverdata; "
+        "return i && h && h.length > 0 && i.dataset.index === String(h[0].customdata[0]); }",
+        timeout=10_000,
     )
-    assert img.get_attribute("data-index") == str(hovered)
     page.mouse.move(5, 5)  # off the map: the preview goes away
     img.wait_for(state="hidden", timeout=5_000)
 
@@ -90,12 +93,24 @@ def hover_shows_the_image(page: Page) -> None:
 def click_shows_the_point(page: Page) -> None:
     """Click one point: the panel beside the map shows that image (by index) and its neighbours."""
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
-    x, y = page.evaluate(POINT_XY, 30)
-    page.mouse.move(x - 30, y - 30)
-    page.mouse.move(x, y, steps=4)
-    hovered = page.evaluate(
-        "() => document.querySelector('.js-plotly-plot')._hoverdata[0].customdata[0]"
-    )
+    hovered = None
+    for n in (30, 3, 60, 90):  # a point can sit under the legend or under another point
+        x, y = page.evaluate(POINT_XY, n)
+        page.mouse.move(x - 30, y - 30)
+        page.mouse.move(x, y, steps=4)
+        try:
+            page.wait_for_function(
+                "() => { const h = document.querySelector('.js-plotly-plot')._hoverdata; "
+                "return h && h.length > 0 && h[0].customdata; }",
+                timeout=3_000,
+            )
+        except PlaywrightTimeout:
+            continue
+        hovered = page.evaluate(
+            "() => document.querySelector('.js-plotly-plot')._hoverdata[0].customdata[0]"
+        )
+        break
+    assert hovered is not None, "no map point answered the mouse"
     page.mouse.click(x, y)
     page.get_by_text(f"Image {hovered} ·").wait_for(timeout=60_000)
     page.get_by_text("Nearest images in the embedding").wait_for(timeout=60_000)
@@ -123,10 +138,12 @@ def test_start_a_run_watch_it_live_and_explore_its_map(tmp_path: Path) -> None:
         page.get_by_role("button", name="Start run").wait_for(timeout=60_000)
         no_errors(page)
 
-        # A tiny run: the embedded digits, a few epochs, few prototypes.
+        # A tiny run: the embedded digits, few prototypes, sized by steps (not by how many
+        # epochs this CPU trains in a minute): 3 epochs of digits, cut at 45 steps.
         page.get_by_role("combobox", name="Data set").click()
         page.get_by_role("option", name="digits").click()
         page.get_by_role("spinbutton", name="Epochs", exact=True).fill("3")
+        page.get_by_role("spinbutton", name="Max steps (0 = none)", exact=True).fill("45")
         page.get_by_role("spinbutton", name="Prototypes K", exact=True).fill("16")
         page.get_by_role("button", name="Start run").click()
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from models.checkpoints import CheckpointError, load_model
+from models.disk_cache import load_arrays
 from models.embedding_map import (
     cache_key,
     embedding_map,
-    load_arrays,
     pca_reduce,
     point_metadata,
     umap_2d,
@@ -144,11 +144,17 @@ def test_second_call_is_cached_identical_and_much_faster(swav_maps: dict[str, An
 def test_cache_is_plain_npz_and_a_damaged_entry_is_recomputed(
     swav_checkpoint: Path, swav_maps: dict[str, Any]
 ) -> None:
-    files = list(swav_maps["cache"].glob("*.npz"))
-    assert len(files) == 1
-    arrays = load_arrays(files[0])  # allow_pickle=False inside
-    assert arrays is not None and arrays["xy"].shape == (MAX_IMAGES, 2)
-    files[0].write_bytes(b"not an npz file")
+    # One entry by request and one by the images it maps (which Compare shares).
+    (request,) = swav_maps["cache"].glob("map-*.npz")
+    (canonical,) = swav_maps["cache"].glob("points-*.npz")
+    for f in (request, canonical):
+        arrays = load_arrays(f)  # allow_pickle=False inside
+        assert arrays is not None and arrays["xy"].shape == (MAX_IMAGES, 2)
+    request.write_bytes(b"not an npz file")
+    again = embedding_map(swav_checkpoint, **swav_maps["kwargs"])
+    assert again["cached"]  # from the map of these images, not recomputed
+    request.write_bytes(b"not an npz file")
+    canonical.write_bytes(b"not an npz file either")
     again = embedding_map(swav_checkpoint, **swav_maps["kwargs"])
     assert not again["cached"]
     assert again["points"] == swav_maps["first"]["points"]  # seeded: the same map

@@ -198,11 +198,15 @@ def test_runs_page_lists_the_run_and_draws_its_live_charts(
     assert list(table["status"]) == ["completed"] and list(table["name"]) == ["tiny"]
     assert at.selectbox(key="runs_pick").value == backend.run_id
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Step"] == "16" and metrics["Epoch"] == "2", metrics
-    assert metrics["Active prototypes"].endswith("/ 10"), metrics
+    assert metrics["Step"] == "16" and metrics["Epochs done"] == "2.0", metrics
+    assert metrics["Active prototypes (last batch)"].endswith("/ 10"), metrics
     assert metrics["kNN top-1"].endswith("%"), metrics
     assert _charts(at) >= 4  # loss, active prototypes, usage heatmap, kNN
     assert any("Run ended: completed" in i.value for i in at.info)
+    # The precision the run chose, and why, from its start event.
+    assert any(c.value.startswith("Precision float32 (amp") for c in at.caption), [
+        c.value for c in at.caption
+    ]
 
 
 def test_diagnose_page_shows_the_verdict(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:

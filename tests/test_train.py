@@ -178,7 +178,9 @@ def test_lr_warmup_counts_steps_even_when_epochs_is_only_a_bound() -> None:
 
     # A time-budgeted run sets epochs far beyond what it reaches; the warm-up must still last
     # warmup_epochs · steps_per_epoch steps, then follow the cosine.
-    cfg = TrainConfig(epochs=1000, optim={"lr": 0.01, "warmup_epochs": 2})
+    cfg = TrainConfig(
+        epochs=1000, optim={"lr": 0.01, "warmup_epochs": 2, "final_lr_frac": 0.0}
+    )
     ramp = [_lr_at(cfg, 0.0, step, steps_per_epoch=100) for step in (0, 99, 199, 300)]
     assert ramp[0] == pytest.approx(0.01 / 200)
     assert ramp[1] == pytest.approx(0.01 * 100 / 200)
@@ -188,3 +190,75 @@ def test_lr_warmup_counts_steps_even_when_epochs_is_only_a_bound() -> None:
     assert _lr_at(cfg, 1.0, 5000, 100) == pytest.approx(0.0, abs=1e-12)
     no_warmup = TrainConfig(epochs=1000, optim={"lr": 0.01})
     assert _lr_at(no_warmup, 0.0, 0, 100) == pytest.approx(0.01)
+
+
+def test_checkpoints_on_a_clock_keep_a_spread_and_say_their_epoch_fraction(tmp_path: Path) -> None:
+    # 2 epochs of 8 steps; a timed checkpoint every 3 steps and at most 4 files kept.
+    cfg = tiny_config(epochs=2, checkpoint_every_steps=3, keep_checkpoints=4)
+    Trainer(cfg, tmp_path, progress=False).run()
+    events = read_events(tmp_path)
+    written = [e for e in events if e["type"] == "checkpoint"]
+    assert [(e["step"], e["kind"]) for e in written] == [
+        (3, "timed"),
+        (6, "timed"),
+        (8, "epoch"),
+        (11, "timed"),
+        (14, "timed"),
+        (16, "epoch"),
+    ]
+    assert [e["epochs_done"] for e in written] == [3 / 8, 6 / 8, 1.0, 11 / 8, 14 / 8, 2.0]
+    removed = [Path(e["path"]).name for e in events if e["type"] == "checkpoint_removed"]
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt") if p.name != "last.pt")
+    assert len(kept) == 4 and len(removed) == 2
+    assert "step_0000003.pt" in kept and "epoch_0002.pt" in kept  # the first and the newest
+    assert not set(removed) & set(kept)
+    for name in kept:  # every file left is a whole checkpoint
+        ckpt = load_checkpoint(tmp_path / "checkpoints" / name)
+        assert ckpt["extra"]["epochs_done"] == ckpt["step"] / 8
+
+
+def test_resume_from_a_timed_checkpoint_after_a_crash_is_exact(tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=2, checkpoint_every_steps=5)
+    straight = tmp_path / "straight"
+    Trainer(cfg, straight, progress=False).run()
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_step_6(event: dict) -> None:
+        if event["type"] == "step" and event["step"] == 6:
+            raise Crash  # the process dies: last.pt is the timed checkpoint of step 5
+
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        Trainer(cfg, crashed, emit=crash_after_step_6, progress=False).run()
+    assert load_checkpoint(crashed / "checkpoints" / "last.pt")["step"] == 5
+    Trainer(cfg, crashed, resume=True, progress=False).run()
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(crashed / "checkpoints" / "last.pt")["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    losses = [e["loss"] for e in read_events(straight) if e["type"] == "step"]
+    resumed = [e for e in read_events(crashed) if e["type"] == "step"]
+    assert [e["loss"] for e in resumed if e["step"] > 6] == losses[6:]
+
+
+def test_a_quick_knn_on_fixed_subsets_every_few_steps(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        epochs=2, knn_every_steps=4, knn_query_images=100, knn_bank_images=128, knn_max_overhead=1
+    )
+    Trainer(cfg, tmp_path, progress=False).run()
+    events = read_events(tmp_path)
+    quick = [e for e in events if e["type"] == "knn"]
+    assert [e["step"] for e in quick] == [4, 8, 12]
+    for e in quick:
+        assert 0.0 <= e["knn_top1"] <= 1.0
+        assert (e["knn_bank"], e["knn_queries"]) == (128, 100)
+        assert e["epochs_done"] == e["step"] / 8
+    epoch = [e for e in events if e["type"] == "epoch"][-1]
+    assert (epoch["knn_bank"], epoch["knn_queries"]) == (256, 200)  # the full evaluation's sets
+    # Over budget: quick kNN costing more than 0 % of training time is skipped after the first.
+    cfg = tiny_config(epochs=1, knn_every_steps=2, knn_max_overhead=0.0, knn_query_images=50)
+    Trainer(cfg, tmp_path / "capped", progress=False).run()
+    capped = [e for e in read_events(tmp_path / "capped") if e["type"] == "knn"]
+    assert [e["step"] for e in capped] == [2]

@@ -63,6 +63,11 @@ def _data_args(svc: Services, dataset: str | None, data_root: str | None) -> dic
     return {"dataset": dataset, "data_root": svc.data_root(data_root)}
 
 
+def _feature_cache(svc: Services) -> FsPath:
+    """The features every analysis shares (models/features.py), under the data folder."""
+    return svc.settings.data_path / "cache" / "features"
+
+
 DatasetQ = Query(None, max_length=64, description="evaluate on this data set instead")
 DataRootQ = Query(None, max_length=4096, description="its folder, inside the allowed roots")
 
@@ -87,7 +92,12 @@ def diagnostics(
         from models.diagnostics import diagnose_checkpoint
 
         report = diagnose_checkpoint(
-            path, split=split, max_images=max_images, progress=progress, **data
+            path,
+            split=split,
+            max_images=max_images,
+            progress=progress,
+            cache_dir=_feature_cache(svc),
+            **data,
         )
         return {**report, "checkpoint": row["path"], "checkpoint_id": checkpoint_id}
 
@@ -130,7 +140,14 @@ def embedding(
         from models.embedding_map import embedding_map
 
         cache = svc.settings.data_path / "cache" / "umap"
-        out = embedding_map(path, cache_dir=cache, progress=progress, **data, **params)
+        out = embedding_map(
+            path,
+            cache_dir=cache,
+            progress=progress,
+            feature_cache=_feature_cache(svc),
+            **data,
+            **params,
+        )
         return {**out, "checkpoint_id": checkpoint_id}
 
     return _answer(svc, "embedding", {"ckpt": _identity(path), **params, **data}, compute)
@@ -152,7 +169,13 @@ def _galleries(
     def compute(progress: Progress) -> dict[str, Any]:
         from models.galleries import prototype_galleries
 
-        out = prototype_galleries(path, progress=progress, **data, **params)  # type: ignore[arg-type]
+        out = prototype_galleries(
+            path,
+            progress=progress,
+            feature_cache=_feature_cache(svc),
+            **data,
+            **params,  # type: ignore[arg-type]
+        )
         return {**out, "checkpoint_id": checkpoint_id}
 
     return {"ckpt": _identity(path), **params, **data}, compute
@@ -243,7 +266,14 @@ def neighbours(
     def compute(progress: Progress) -> dict[str, Any]:
         from models.galleries import image_neighbours
 
-        out = image_neighbours(path, index, progress=progress, **data, **params)  # type: ignore[arg-type]
+        out = image_neighbours(
+            path,
+            index,
+            progress=progress,
+            feature_cache=_feature_cache(svc),
+            **data,
+            **params,  # type: ignore[arg-type]
+        )
         return {**out, "checkpoint_id": checkpoint_id}
 
     ident = {"ckpt": _identity(path), "index": index, **params, **data}
@@ -281,6 +311,7 @@ def compare(
             max_images=max_images,
             cache_dir=cache,
             progress=progress,
+            feature_cache=_feature_cache(svc),
             **data,
         )
         ids = {"a": row_a["path"], "b": row_b["path"], "a_id": a, "b_id": b}

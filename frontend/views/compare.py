@@ -8,7 +8,13 @@ from typing import Any
 import streamlit as st
 
 from frontend import figures, ui
-from frontend.pages_common import checkpoint_label, choose_checkpoint, choose_data, points_of
+from frontend.pages_common import (
+    checkpoint_label,
+    choose_checkpoint,
+    choose_data,
+    points_of,
+    progress_label,
+)
 
 TOP_MOVES = 15  # prototypes shown in the gained / lost chart
 
@@ -71,7 +77,16 @@ def matching_rows(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
             if len(item) > 2:
                 row["images in both"] = item[2]
             rows.append(row)
-    return rows
+    # Hungarian matching pairs every cluster, also ones that share no image (or are empty on
+    # these images): those rows said nothing and filled the table with zeros.
+    rows = [r for r in rows if r.get("images in both", 1)]
+    return sorted(rows, key=lambda r: -int(r.get("images in both") or 0))
+
+
+def short_label(side: str, ckpt: Mapping[str, Any]) -> str:
+    """A map title that fits above half the chart: side, id and training progress only (the
+    pickers above show the full labels)."""
+    return " · ".join([f"{side}: #{ckpt.get('id')}", *progress_label(ckpt)])
 
 
 def main() -> None:
@@ -126,9 +141,7 @@ def main() -> None:
         keys = [k for k in ("cluster", "label") if any(p.get(k) is not None for p in pa)]
         colour = st.radio("Colour by", keys or ["cluster"], horizontal=True, key="cmp_colour")
         st.plotly_chart(
-            figures.aligned_maps_figure(
-                pa, pb, colour, ("A: " + checkpoint_label(a), "B: " + checkpoint_label(b))
-            ),
+            figures.aligned_maps_figure(pa, pb, colour, (short_label("A", a), short_label("B", b))),
             key="cmp_maps",
         )
 

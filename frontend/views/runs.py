@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import streamlit as st
 from frontend import live, ui
 from frontend.client import BackendError, Client
 from frontend.live_view import draw_live
-from frontend.pages_common import list_runs
+from frontend.pages_common import list_runs, runs_of
 from frontend.run_form import ABLATIONS, parse_ks, run_payload
 
 # A live view asks for new events this often; each tick reruns only its fragment.
@@ -55,6 +56,21 @@ def start_form(c: Client) -> None:
         batch = c2.number_input("Batch size", 2, 4096, 64, key="form_batch")
         minutes = c2.number_input(
             "Time budget (minutes, 0 = none)", 0.0, 10_000.0, 0.0, key="form_minutes"
+        )
+        max_steps = c2.number_input(
+            "Max steps (0 = none)",
+            0,
+            10**9,
+            0,
+            key="form_max_steps",
+            help="Stop after this many training steps, however fast the machine is.",
+        )
+        amp = c1.selectbox(
+            "Precision",
+            ["auto", "off", "on"],
+            key="form_amp",
+            help="auto: bf16/fp16 only where this machine runs it faster (a CPU with native "
+            "bf16, a GPU); off: float32; on: reduced precision even where it is slower.",
         )
         if method == "swav":
             k = c3.number_input(
@@ -112,6 +128,8 @@ def start_form(c: Client) -> None:
         "temperature": temp,
         "pcl_k": pcl_k,
         "max_minutes": minutes,
+        "max_steps": max_steps,
+        "amp": amp,
         "name": name,
         **switches,
     }
@@ -159,6 +177,25 @@ def runs_table(runs: list[dict[str, Any]]) -> None:
             }
         )
     st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def runs_table_live(c: Client, runs: list[dict[str, Any]]) -> None:
+    """The table in a fragment of its own that re-reads the runs while any is active.
+
+    Drawn once with the page, it showed the step of the page load (0) beside a live view that
+    had moved on; now it ticks with the live view. A sibling fragment, not a nested one.
+    """
+    active = any(str(r.get("status")) in ACTIVE_STATUSES for r in runs)
+
+    def body() -> None:
+        fresh = runs
+        if active:
+            # On an error keep the last table; the live view shows the error.
+            with contextlib.suppress(BackendError):
+                fresh = runs_of(c.runs()) or runs
+        runs_table(fresh)
+
+    st.fragment(run_every=LIVE_POLL_S if active else None)(body)()
 
 
 # --- the live view ------------------------------------------------------------------------
@@ -273,7 +310,7 @@ def main() -> None:
         st.info("No runs yet: start one with the form above.")
         return
     st.subheader("All runs")
-    runs_table(runs)
+    runs_table_live(c, runs)
     by_id = {r["id"]: r for r in runs}
     st.subheader("Live view")
     chosen = ui.pick(
