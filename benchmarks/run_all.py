@@ -521,7 +521,10 @@ def write_results(
         "",
     ]
     if skipped:
-        lines += [f"Skipped: {', '.join(skipped)}.", ""]
+        lines += [
+            f"Skipped: {', '.join(skipped)} (earlier runs of every part: `benchmarks/history/`).",
+            "",
+        ]
     for r in results:
         title, fn = SECTIONS[r["name"]]
         lines += [f"## {title}", ""]

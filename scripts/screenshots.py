@@ -10,11 +10,13 @@ saved as <page>.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 PAGES = ["runs", "explore", "prototypes", "diagnose", "compare", "learn"]
 CHROMIUM = "/usr/bin/chromium"
@@ -28,6 +30,9 @@ def settle(page: Page, timeout_s: float = 300.0) -> None:
     page is "quiet" between its polls: wait for the bar to go too, or the picture is of it.
     """
     page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=timeout_s * 1000)
+    # Live fragments (Runs) draw a few seconds after the page script: wait for a chart first.
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_selector(".js-plotly-plot", timeout=30_000)
     deadline = time.monotonic() + timeout_s
     quiet_since = None
     while time.monotonic() < deadline:
@@ -50,9 +55,15 @@ def shoot(app_url: str, out: Path, pages: list[str], width: int, height: int) ->
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
         page = browser.new_page(viewport={"width": width, "height": height})
-        for name in pages:
-            # The default page (Runs) lives at the root URL; the others at /<name>.
-            page.goto(f"{app_url.rstrip('/')}/{'' if name == DEFAULT_PAGE else name}")
+        for item in pages:
+            # "name" or "file=page?query" (e.g. "diagnose-collapsed=diagnose?checkpoint=7": the
+            # same page on another checkpoint, saved as diagnose-collapsed.png). The default page
+            # (Runs) lives at the root URL; the others at /<page>.
+            name, _, target = item.partition("=")
+            target = target or name
+            page_name, _, query = target.partition("?")
+            path_part = "" if page_name == DEFAULT_PAGE else page_name
+            page.goto(f"{app_url.rstrip('/')}/{path_part}" + (f"?{query}" if query else ""))
             settle(page)
             path = out / f"{name}.png"
             page.screenshot(path=str(path), full_page=True)
@@ -66,7 +77,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("url", help="the app's URL, e.g. http://127.0.0.1:8501")
     ap.add_argument("--out", default="docs/screenshots", type=Path)
-    ap.add_argument("--pages", default=",".join(PAGES))
+    ap.add_argument(
+        "--pages",
+        default=",".join(PAGES),
+        help="comma-separated pages, each NAME or FILE=PAGE?QUERY (e.g. c2=compare?compare_a=1)",
+    )
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=1000)
     args = ap.parse_args()
