@@ -99,3 +99,16 @@ def finish(name: str, result: dict[str, Any], json_path: Path | None) -> dict[st
     print(result.get("markdown", ""))
     print(f"\nwritten to {path}")
     return result
+
+
+def isa_flags() -> list[str]:
+    """The CPU's vector-ISA flags that decide CPU speed (avx512_bf16 / AMX: native bf16)."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import OUT, load_average, parser
+from _common import OUT, isa_flags, load_average, parser
 
 RESTRICTED = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 WARMUP_STEPS = 4
@@ -72,19 +72,6 @@ def cell(method: str, amp: str, steps: int, restricted: bool) -> dict[str, Any]:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
-
-
-def isa_flags() -> list[str]:
-    """The CPU's vector-ISA flags that decide this benchmark (from /proc/cpuinfo)."""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "fma")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in have]
-    except OSError:
-        pass
-    return []
 
 
 def main() -> None:

@@ -67,9 +67,7 @@ def pages(api: str, ck: int, other: int) -> dict[str, float]:
     out["click_neighbours"], _ = wait_answer(
         f"{base}/images/{index}/neighbours", {"max_images": 2000}
     )
-    out["compare"], _ = wait_answer(
-        f"{api}/compare", {"a": other, "b": ck, "max_images": 2000}
-    )
+    out["compare"], _ = wait_answer(f"{api}/compare", {"a": other, "b": ck, "max_images": 2000})
     return {k: round(v, 2) for k, v in out.items()}
 
 

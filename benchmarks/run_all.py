@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from _common import OUT, fmt, load_average, markdown_table
+from _common import OUT, fmt, isa_flags, load_average, markdown_table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -73,19 +73,6 @@ PARTS = [
 
 
 # --- the machine ------------------------------------------------------------------------------
-def isa_flags() -> list[str]:
-    """The vector-ISA flags that decide CPU speed here (AVX-512 bf16 and AMX mean native bf16)."""
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in have]
-    except OSError:
-        pass
-    return []
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

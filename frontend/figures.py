@@ -157,6 +157,21 @@ def _epochs_done(e: Event, steps_per_epoch: int | None) -> float:
     return float(e.get("epoch", 0)) + (0.0 if e.get("partial") else 1.0)
 
 
+def _knn_trace(evs: Sequence[Event], spe: int | None, name: str, labels: bool) -> go.Scatter:
+    """One kNN curve over epochs done; its values written on it only while they do not crowd."""
+    values = [100 * float(e["knn_top1"]) for e in evs]
+    labels = labels and len(evs) <= 8
+    return go.Scatter(
+        x=[_epochs_done(e, spe) for e in evs],
+        y=values,
+        mode="lines+markers+text" if labels else "lines+markers",
+        text=[f"{v:.1f}" for v in values] if labels else None,
+        textposition="top center",
+        marker={"size": 4 if not labels else 6},
+        name=f"{name}: {_sets_text(evs[-1].get('knn_queries'), evs[-1].get('knn_bank'))}",
+    )
+
+
 def knn_figure(events: Sequence[Event]) -> go.Figure:
     """Weighted kNN top-1 over training: the quick kNN every few steps (a fixed subset) and the
     full one at each epoch's end, each labelled with the images it used."""
@@ -165,38 +180,17 @@ def knn_figure(events: Sequence[Event]) -> go.Figure:
     fig = go.Figure()
     quick = [e for e in of_type(events, "knn") if e.get("knn_top1") is not None]
     if quick:
-        q = quick[-1]
-        sets = _sets_text(q.get("knn_queries"), q.get("knn_bank"))
-        fig.add_trace(
-            go.Scatter(
-                x=[_epochs_done(e, spe) for e in quick],
-                y=[100 * float(e["knn_top1"]) for e in quick],
-                mode="lines+markers",
-                marker={"size": 4},
-                name=f"every {_step_gap(quick)} steps: {sets}",
-            )
-        )
+        fig.add_trace(_knn_trace(quick, spe, f"every {_step_gap(quick)} steps", labels=False))
     full = [e for e in of_type(events, "epoch") if e.get("knn_top1") is not None]
     if full:
-        f = full[-1]
-        sets = _sets_text(f.get("knn_queries"), f.get("knn_bank"))
-        fig.add_trace(
-            go.Scatter(
-                x=[_epochs_done(e, spe) for e in full],
-                y=[100 * float(e["knn_top1"]) for e in full],
-                mode="lines+markers+text",
-                text=[f"{100 * float(e['knn_top1']):.1f}" for e in full],
-                textposition="top center",
-                name=f"epoch end: {sets}",
-            )
-        )
+        fig.add_trace(_knn_trace(full, spe, "epoch end", labels=True))
     fig.update_xaxes(title_text="epochs of training", rangemode="tozero")
     fig.update_yaxes(title_text="kNN top-1 (%)", range=[0, 100])
     return _layout(fig, "kNN accuracy (weighted, k = 20)")
 
 
 def _sets_text(queries: Any, bank: Any) -> str:
-    """"1,000 test vs 2,000 train images", with what is known (older runs did not say)."""
+    """ "1,000 test vs 2,000 train images", with what is known (older runs did not say)."""
     q = f"{queries:,} test" if isinstance(queries, int) else "test"
     b = f"{bank:,} train images" if isinstance(bank, int) else "train images"
     return f"{q} vs {b}"
