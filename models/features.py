@@ -143,6 +143,11 @@ def extract_features(
             x = F.interpolate(x, size=(input_side, input_side), mode="bilinear", antialias=False)
         return x.contiguous(memory_format=torch.channels_last)
 
+    # On a CPU, "auto" analyses in float32: a timing measurement must not decide the numbers a
+    # report shows or a cache entry holds (under load one pass measured its way to bf16 and the
+    # next to float32). On CUDA "auto" is reduced precision, the same answer every time.
+    if amp == "auto" and dev.type == "cpu":
+        amp = "off"
     precision = choose_precision(amp, dev, _probe(model, batch(0, min(n, 16))) if n else None)
     back: list[Tensor] = []
     proj: list[Tensor] = []
