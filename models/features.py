@@ -8,7 +8,6 @@ point on a plot can always be traced back to the picture.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,14 +91,6 @@ def analysis_sides(config: TrainConfig, source: str, data_name: str) -> tuple[in
     return stored, max(stored, MIN_INPUT_SIDE.get(config.backbone, stored))
 
 
-def _probe(model: MethodModule, x: Tensor) -> Callable[[AbstractContextManager[Any]], None]:
-    def run(autocast: AbstractContextManager[Any]) -> None:
-        with torch.no_grad(), autocast:
-            model.analyse(x)
-
-    return run
-
-
 ProgressFn = Callable[[float, str], None]
 
 
@@ -143,12 +134,10 @@ def extract_features(
             x = F.interpolate(x, size=(input_side, input_side), mode="bilinear", antialias=False)
         return x.contiguous(memory_format=torch.channels_last)
 
-    # On a CPU, "auto" analyses in float32: a timing measurement must not decide the numbers a
-    # report shows or a cache entry holds (under load one pass measured its way to bf16 and the
-    # next to float32). On CUDA "auto" is reduced precision, the same answer every time.
-    if amp == "auto" and dev.type == "cpu":
-        amp = "off"
-    precision = choose_precision(amp, dev, _probe(model, batch(0, min(n, 16))) if n else None)
+    # No timing probe: a measurement must not decide the numbers a report shows or a cache
+    # entry holds (under load one pass measured its way to bf16 and the next to float32).
+    # Without one, "auto" is float32 on a CPU and reduced precision on CUDA, every time.
+    precision = choose_precision(amp, dev)
     back: list[Tensor] = []
     proj: list[Tensor] = []
     logit: list[Tensor] = []
