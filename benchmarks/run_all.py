@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -129,13 +130,16 @@ def machine() -> dict[str, Any]:
 
 
 # --- running ----------------------------------------------------------------------------------
-def run_part(part: Part, quick: bool) -> dict[str, Any]:
-    """Run one benchmark script; returns its JSON (or None) with rc, wall time and load."""
+def run_part(part: Part, quick: bool, args_over: list[str] | None = None) -> dict[str, Any]:
+    """Run one benchmark script; returns its JSON (or None) with rc, wall time and load.
+
+    `args_over` replaces the part's own arguments (run_all's --args).
+    """
     RUN_OUT.mkdir(parents=True, exist_ok=True)
     json_path = RUN_OUT / f"{part.name}.json"
     log_path = RUN_OUT / f"{part.name}.log"
     json_path.unlink(missing_ok=True)
-    args = part.quick if quick else part.full
+    args = args_over if args_over is not None else (part.quick if quick else part.full)
     script = part.script or part.name
     cmd = [sys.executable, str(HERE / f"{script}.py"), *args, "--json", str(json_path)]
     env_text = " ".join(f"{k}={v}" for k, v in part.env.items())
@@ -542,6 +546,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="", help="comma-separated parts to run (the rest skipped)")
     ap.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument(
+        "--args",
+        action="append",
+        default=[],
+        metavar="PART=ARGS",
+        help="run PART with these arguments instead of its own, e.g. "
+        "--args 'training_quality=--only swav,pcl' (repeatable; RESULTS.md shows the command)",
+    )
+    ap.add_argument(
         "--render-only",
         action="store_true",
         help="run nothing: rewrite --output from benchmarks/out/run_all/summary.json",
@@ -571,10 +583,16 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(
             f"unknown parts in --skip/--only: {sorted(unknown)}; parts: {[p.name for p in PARTS]}"
         )
+    args_over: dict[str, list[str]] = {}
+    for item in args.args:
+        name, sep, rest = item.partition("=")
+        if not sep or name.strip() not in {p.name for p in PARTS}:
+            ap.error(f"--args wants PART=ARGS with a known part, got {item!r}")
+        args_over[name.strip()] = shlex.split(rest)
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     load_start = load_average()
     mach = machine()
-    results = [run_part(p, args.quick) for p in PARTS if p.name not in skip]
+    results = [run_part(p, args.quick, args_over.get(p.name)) for p in PARTS if p.name not in skip]
     load_end = load_average()
     summary = {
         "started": started,

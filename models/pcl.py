@@ -22,8 +22,10 @@ from the official code, and why:
   assignments, distances and centroids always belong together.
 - The loss math (both contrasts) runs in float32 even under autocast: logits are cosines
   divided by τ ≈ 0.2 or φ, where bf16's three significant digits would be visible.
-- Shuffle-BN is done as MoCo does under torch.distributed; a single process has nothing to
-  shuffle across (BN statistics of one batch do not depend on its order), so it does none.
+- Shuffle-BN is done as MoCo does under torch.distributed. A single process has no ranks to
+  shuffle across, so `bn_splits` > 1 stands in for them: queries go through the encoder in
+  that many groups in order, keys in as many groups of a random permutation, so that, as on
+  MoCo's GPUs, a key's BatchNorm statistics come from other images than its query's.
 """
 
 from __future__ import annotations
@@ -398,6 +400,20 @@ class PCL(MethodModule):
         """Store the coming batch's data set indices (B,); the next training_step uses them."""
         self._batch_index = index
 
+    def _splits(self, batch: int) -> int:
+        """BatchNorm groups of one process's batch: cfg.bn_splits when it divides the batch."""
+        splits = self.cfg.bn_splits
+        if splits > 1 and batch % splits == 0 and batch // splits >= 2:
+            return splits
+        return 1
+
+    def _queries(self, x: Tensor) -> Tensor:
+        """Query embeddings; in `bn_splits` groups (in order) when shuffle-BN is simulated."""
+        splits = 1 if is_distributed() else self._splits(x.shape[0])
+        if splits == 1:
+            return self.encoder_q(x)
+        return torch.cat([self.encoder_q(part) for part in x.chunk(splits)])
+
     @torch.no_grad()
     def _keys(self, x: Tensor) -> Tensor:
         """Key embeddings (B, feat_dim) of the key crops; shuffle-BN across ranks under DDP.
@@ -406,7 +422,15 @@ class PCL(MethodModule):
         positive pair (MoCo §3.3); every rank needs the same local batch size.
         """
         if not is_distributed():
-            return self.encoder_k(x)
+            splits = self._splits(x.shape[0])
+            if splits == 1:
+                return self.encoder_k(x)
+            # Shuffle-BN on one process: the keys go through in `splits` groups of a random
+            # permutation, each group with BatchNorm statistics of its own, so a key's
+            # statistics come from other images than its query's (which go in order).
+            perm = torch.randperm(x.shape[0], device=x.device)
+            k = torch.cat([self.encoder_k(part) for part in x[perm].chunk(splits)])
+            return k[torch.argsort(perm)]
         world, rank = dist.get_world_size(), dist.get_rank()
         x_all = all_gather_cat(x)
         perm = torch.randperm(x_all.shape[0], device=x_all.device)
@@ -435,25 +459,29 @@ class PCL(MethodModule):
     def training_step(
         self, views: list[Tensor], labels: Tensor | None, iteration: int, epoch: int
     ) -> StepOutput:
-        """views[0]: query crops, views[1]: key crops (B, 3, H, W). Labels are not used."""
+        """views[0]: query crops, views[1]: key crops (B, 3, H, W); views[2:]: small crops.
+
+        Small crops (multi-crop, a CPU-recipe addition; the paper has none) are extra queries
+        against the large key crop's key: more positives per image for a fraction of a large
+        crop's compute. Labels are not used.
+        """
         if len(views) < 2:
             raise ValueError("PCL needs two views per image (query and key crops)")
         cfg = self.cfg
-        pairs = [(views[0], views[1])]
-        if cfg.symmetric:
-            pairs.append((views[1], views[0]))
+        # (query view, index of its key in `keys`)
+        key_views = [views[1], views[0]] if cfg.symmetric else [views[1]]
+        pairs = [(views[0], 0)] + ([(views[1], 1)] if cfg.symmetric else [])
+        pairs += [(small, j) for small in views[2:] for j in range(len(key_views))]
         index = self._batch_index
         self._batch_index = None  # consumed: a missing set_batch_index must not reuse it
+        keys = [self._keys(v) for v in key_views]
         scalars: dict[str, float] = {}
         losses: list[Tensor] = []
-        keys: list[Tensor] = []
         logits_out = None
-        for query_view, key_view in pairs:
-            q = self.encoder_q(query_view)
-            k = self._keys(key_view)
-            keys.append(k)
+        for query_view, j in pairs:
+            q = self._queries(query_view)
             with torch.autocast(q.device.type, enabled=False):
-                loss, parts = self._pair_loss(q, k, index)
+                loss, parts = self._pair_loss(q, keys[j], index)
             losses.append(loss)
             for name, value in parts.items():
                 scalars[name] = scalars.get(name, 0.0) + value / len(pairs)
@@ -521,7 +549,7 @@ class PCL(MethodModule):
         torch._foreach_add_(params_k, params_q, alpha=1.0 - m)
 
     def on_epoch_start(self, epoch: int, features: FeatureFn) -> dict[str, Any]:
-        """The E-step, every epoch from `warmup_epochs` on; returns φ and sizes for the event.
+        """The E-step, every `estep_every_epochs` from `warmup_epochs` on; returns φ and sizes.
 
         `features(self.encoder_k)` is the key encoder's (N, feat_dim) features of the whole
         un-augmented training set in index order, identical on every rank; k-means runs on rank
@@ -529,6 +557,8 @@ class PCL(MethodModule):
 
         A run resumed in the middle of an epoch keeps the clusterings its checkpoint holds for
         that epoch instead of re-clustering with the since-moved key encoder: resume is exact.
+        Between E-steps the last clusterings stay (their assignments are by data set index, so
+        they remain valid while the encoder moves on).
         """
         cfg = self.cfg
         if epoch < cfg.warmup_epochs:
@@ -536,7 +566,8 @@ class PCL(MethodModule):
             self._estep_epoch = -1
             return {}
         have = [c.num_clusters for c in self.clusterings]
-        if epoch == self._estep_epoch and have == list(cfg.num_clusters):
+        fresh = 0 <= epoch - self._estep_epoch < cfg.estep_every_epochs
+        if fresh and have == list(cfg.num_clusters):
             return self._epoch_info()
         feats = features(self.encoder_k).detach()
         if feats.dim() != 2 or feats.shape[1] != cfg.feat_dim:

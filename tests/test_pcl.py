@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -307,6 +308,79 @@ def test_pcl_warmup_then_protonce_end_to_end() -> None:
         logits = model.prototype_logits(data[:5])
     assert logits is not None and logits.shape == (5, 4)
     assert float(logits.abs().max()) <= 1 + 1e-5  # cosines, no φ
+
+
+def test_small_crops_are_extra_queries_against_the_large_key() -> None:
+    model = make_pcl()
+    data = images()
+    model.on_epoch_start(1, fake_features(model, data))
+    idx = torch.arange(B)
+    torch.manual_seed(3)
+    v0, v1 = data[idx] + 0.1 * torch.randn(B, 3, SIDE, SIDE), data[idx]
+    small = [F.interpolate(data[idx], size=(8, 8), mode="bilinear") for _ in range(2)]
+    state = copy.deepcopy(model.state_dict())
+
+    def one(views: list[torch.Tensor]) -> float:
+        model.load_state_dict(state)
+        model.set_batch_index(idx)
+        return float(model.training_step(views, None, 1, 1).loss.detach())
+
+    large_only = one([v0, v1])
+    key = model.encoder_k(v1).detach()  # the key every query is contrasted with
+    model.load_state_dict(state)
+    per_small = []
+    for view in small:
+        q = model.encoder_q(view).detach()
+        # K = 4 and 6 with 20 negatives wanted: every free cluster is a negative, so the draw
+        # order is all that varies, and the loss does not depend on it.
+        loss, _ = model._pair_loss(q, key, idx)
+        per_small.append(float(loss))
+    with_small = one([v0, v1, *small])
+    # The step's loss is the mean over its three queries; only the large crop's key is queued.
+    assert with_small != pytest.approx(large_only)
+    assert model.queue_ptr.tolist() == [B]
+    assert torch.allclose(model.queue[:, :B], key.t(), atol=1e-6)
+    assert with_small == pytest.approx((large_only + sum(per_small)) / 3, rel=1e-5)
+
+
+def test_shuffle_bn_stand_in_gives_keys_statistics_of_other_images() -> None:
+    model = make_pcl(bn_splits=2)
+    x = images(B, 5)
+    torch.manual_seed(7)
+    keys = model._keys(x)
+    torch.manual_seed(7)
+    perm = torch.randperm(B)
+    with torch.no_grad():
+        halves = [model.encoder_k(part) for part in x[perm].chunk(2)]
+        expected = torch.cat(halves)[torch.argsort(perm)]
+        whole = model.encoder_k(x)
+    assert torch.allclose(keys, expected, atol=1e-6)
+    assert not torch.allclose(keys, whole, atol=1e-3)  # train-mode BN: the groups matter
+    queries = model._queries(x)
+    in_order = torch.cat([model.encoder_q(part) for part in x.chunk(2)])
+    assert torch.allclose(queries, in_order, atol=1e-6)
+    # A batch the groups do not divide, or groups of one image, fall back to one group.
+    assert model._splits(B + 1) == 1 and make_pcl(bn_splits=B)._splits(B) == 1
+    assert make_pcl()._splits(B) == 1
+
+
+def test_estep_every_n_epochs_keeps_the_clusterings_between() -> None:
+    model = make_pcl(estep_every_epochs=3)
+    data = images()
+    calls: list[int] = []
+
+    def counted(fn):
+        calls.append(1)
+        return fake_features(model, data)(fn)
+
+    for epoch in range(1, 8):
+        model.on_epoch_start(epoch, counted)
+    assert len(calls) == 3  # epochs 1, 4 and 7
+    assert model._estep_epoch == 7
+    first = make_pcl()
+    first.on_epoch_start(1, counted)
+    first.on_epoch_start(2, counted)
+    assert len(calls) == 5  # the default re-clusters every epoch
 
 
 def test_enqueue_more_keys_than_the_queue_keeps_the_last_ones() -> None:
