@@ -104,10 +104,8 @@ class AnalysisService:
     def warm_up(self) -> None:
         """Compile UMAP's numba code on a throwaway map, on one of the analysis threads.
 
-        The first map in a process otherwise pays the compile (about 35 s on 2 cores for the
-        layout, as much again for NN-descent) on top of its own work; at start-up nobody
-        waits for it. More points than `max_fit` also compile `transform`, which places the
-        points a large map does not fit on. A failure here only costs that.
+        The first map in a process otherwise pays the compile (about 35 s on 2 cores) on top
+        of its own work; at start-up nobody waits for it. A failure here only costs that.
         """
 
         def run() -> None:
@@ -117,8 +115,7 @@ class AnalysisService:
 
             t0 = time.monotonic()
             try:
-                points = np.random.default_rng(0).normal(size=(240, 8)).astype(np.float32)
-                umap_2d(points, max_fit=200)
+                umap_2d(np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32))
             except Exception as exc:  # warm-up only: the real request reports real errors
                 log.warning("UMAP warm-up failed: %s", exc)
                 return
