@@ -84,6 +84,10 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _still_stopping(signum: int, frame: object) -> None:
+    print("demo: still stopping (at most 15 s per server)…", flush=True)
+
+
 def main() -> int:
     # `kill PID` or a closed terminal stops the servers as Ctrl-C does; without this the
     # interpreter would die at once and leave both servers (and their runs) behind. SIGINT too:
@@ -169,6 +173,10 @@ def main() -> int:
         print("\ndemo: stopping…", flush=True)
         return 0
     finally:
+        # A second Ctrl-C (or a kill) while stopping must not abort the orderly stop: that
+        # left a traceback and both servers running. `stop` is bounded (grace, then SIGKILL).
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _still_stopping)
         if frontend is not None:
             stop(frontend)
         stop(backend)  # the backend stops its training processes on shutdown

@@ -29,9 +29,13 @@ def _answers(url: str) -> bool:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+@pytest.mark.parametrize(
+    "signals",
+    [[signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGINT]],
+    ids=["ctrl-c", "kill", "ctrl-c-twice"],
+)
 def test_the_demo_prints_its_url_and_stops_both_servers(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, signals: list[signal.Signals]
 ) -> None:
     cmd = [sys.executable, "scripts/demo.py", "--no-runs", "--data", str(tmp_path / "data")]
     cmd += ["--backend-port", str(free_port()), "--port", str(free_port())]
@@ -61,11 +65,14 @@ def test_the_demo_prints_its_url_and_stops_both_servers(
         api = backend.group(1)
         assert _answers(f"{app}/_stcore/health") and _answers(f"{api}/health")
 
-        os.kill(proc.pid, sig)
+        for i, sig in enumerate(signals):
+            if i:  # an impatient second Ctrl-C, while the servers are being stopped
+                time.sleep(0.3)
+            os.kill(proc.pid, sig)
         rc = proc.wait(timeout=STOP_TIMEOUT_S)
         out = "".join(lines) + proc.stdout.read()
         assert rc == 0, out
-        assert "demo: stopped" in out
+        assert "demo: stopped" in out and "Traceback" not in out, out
         assert not _answers(f"{app}/_stcore/health"), "the app still answers"
         assert not _answers(f"{api}/health"), "the backend still answers"
     finally:
