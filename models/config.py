@@ -261,6 +261,12 @@ class TrainConfig(_Strict):
     def _method_defaults(self) -> TrainConfig:
         """Defaults that depend on the method; a value the user set always wins."""
         if self.method == "pcl":
+            splits = self.pcl.bn_splits
+            if splits > 1 and (self.batch_size % splits or self.batch_size // splits < 2):
+                raise ValueError(
+                    f"pcl.bn_splits = {splits} must divide batch_size = {self.batch_size} into "
+                    "groups of at least 2 images (BatchNorm needs two); pick a divisor or 1"
+                )
             if "warmup_epochs" not in self.optim.model_fields_set:
                 self.optim.warmup_epochs = PCL_WARMUP_EPOCHS
             if "lr" not in self.optim.model_fields_set:

@@ -136,8 +136,11 @@ def _fit_transform(
         index.add(fit)
         sq, nn = index.search(fit, k)
         dist = np.sqrt(np.maximum(sq, 0.0)).astype(np.float32)
-        extra = {"precomputed_knn": (nn.astype(np.int64), dist, None)}
-        extra["force_approximation_algorithm"] = True  # use the graph given, whatever N
+        # force_approximation_algorithm: use the graph given, whatever N.
+        extra = {
+            "precomputed_knn": (nn.astype(np.int64), dist, None),
+            "force_approximation_algorithm": True,
+        }
     model = umap.UMAP(
         n_components=2,
         n_neighbors=k,

@@ -502,3 +502,13 @@ def test_distributed_shuffle_enqueue_and_broadcast() -> None:
     assert torch.allclose(r[0]["queue"][:, :6], gathered.t(), atol=1e-6)
     assert torch.equal(r[0]["assignments"], r[1]["assignments"])
     assert torch.equal(r[0]["phi"], r[1]["phi"])
+
+
+def test_bn_splits_that_do_not_divide_the_batch_are_refused() -> None:
+    from models.config import TrainConfig
+
+    with pytest.raises(ValueError, match="must divide batch_size"):
+        TrainConfig(method="pcl", batch_size=64, pcl={"bn_splits": 3})
+    with pytest.raises(ValueError, match="groups of at least 2"):
+        TrainConfig(method="pcl", batch_size=8, pcl={"bn_splits": 8})
+    assert TrainConfig(method="pcl", batch_size=64, pcl={"bn_splits": 4}).pcl.bn_splits == 4
