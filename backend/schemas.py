@@ -84,6 +84,11 @@ class RunCreate(BaseModel):
 
     name: str | None = Field(None, max_length=120, description="a label for people")
     method: Literal["swav", "pcl", "supervised"] = Field(..., description="what to train")
+    recipe: Literal["cpu", "paper"] | None = Field(
+        None,
+        description="defaults to start from: cpu (tuned for minutes on a CPU, the default) or "
+        "paper (the official code's hyper-parameters); fields set here still win",
+    )
     dataset: str = Field(
         "shapes",
         min_length=1,
@@ -105,7 +110,7 @@ class RunCreate(BaseModel):
     epochs: int | None = _b(TrainConfig, "epochs", "epochs to train")
     batch_size: int | None = _b(TrainConfig, "batch_size", "images per step")
     lr: float | None = _b(OptimConfig, "lr", "peak learning rate")
-    optimizer: Literal["sgd", "adamw"] | None = None
+    optimizer: Literal["sgd", "adamw", "lars"] | None = None
     seed: int | None = _b(TrainConfig, "seed", "random seed")
     max_minutes: float | None = _b(TrainConfig, "max_minutes", "stop after this much training")
     max_steps: int | None = _b(TrainConfig, "max_steps", "stop after this many steps")
@@ -178,6 +183,7 @@ class RunCreate(BaseModel):
 # Request field → where it lands in TrainConfig (method-specific ones get a section prefix).
 RUN_FIELD_PATHS: dict[str, tuple[str, ...]] = {
     "method": ("method",),
+    "recipe": ("recipe",),
     "dataset": ("data", "name"),
     "data_root": ("data", "root"),
     "download": ("data", "download"),
@@ -280,6 +286,7 @@ class CheckpointOut(BaseModel):
     kind: Literal["run", "upload"]
     run_id: int | None
     run_name: str | None
+    recipe: str | None = Field(None, description="cpu | paper: the run's recipe (None: upload)")
     name: str | None
     filename: str | None
     path: str = Field(description="relative to the server's data dir")

@@ -112,6 +112,14 @@ def event_json(event_id: int, run_id: int, data: str) -> str:
     return head + "}"
 
 
+# What a checkpoint row shows of its run: the name, and the recipe it started from (older
+# configs have none: "cpu").
+_RUN_COLUMNS = (
+    "r.name AS run_name, CASE WHEN r.id IS NULL THEN NULL "
+    "ELSE coalesce(json_extract(r.config, '$.recipe'), 'cpu') END AS recipe"
+)
+
+
 class Store:
     """The database at `path`; paths stored in it are relative to `data_dir`."""
 
@@ -447,7 +455,7 @@ class Store:
         row = (
             self.connect()
             .execute(
-                "SELECT c.*, r.name AS run_name FROM checkpoints c "
+                f"SELECT c.*, {_RUN_COLUMNS} FROM checkpoints c "
                 "LEFT JOIN runs r ON r.id = c.run_id WHERE c.id = ?",
                 (ck_id,),
             )
@@ -458,9 +466,7 @@ class Store:
     def list_checkpoints(
         self, run_id: int | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT c.*, r.name AS run_name FROM checkpoints c LEFT JOIN runs r ON r.id = c.run_id"
-        )
+        sql = f"SELECT c.*, {_RUN_COLUMNS} FROM checkpoints c LEFT JOIN runs r ON r.id = c.run_id"
         args: list[Any] = []
         if run_id is not None:
             sql += " WHERE c.run_id = ?"

@@ -49,6 +49,8 @@ def checkpoint_label(ckpt: Mapping[str, Any]) -> str:
     for key in ("method", "dataset"):
         if ckpt.get(key):
             parts.append(str(ckpt[key]))
+    if ckpt.get("recipe") == "paper":  # cpu is the default: named only when it is not
+        parts.append("paper recipe")
     parts.extend(progress_label(ckpt))
     return " · ".join(parts)
 

@@ -30,6 +30,7 @@ def run_payload(form: Mapping[str, Any]) -> dict[str, Any]:
     """The POST /runs body from the form's values (ablations become config switches)."""
     payload: dict[str, Any] = {
         "method": form["method"],
+        "recipe": form.get("recipe") or "cpu",
         "dataset": form["dataset"],
         "backbone": form["backbone"],
         "epochs": int(form["epochs"]),
@@ -42,6 +43,7 @@ def run_payload(form: Mapping[str, Any]) -> dict[str, Any]:
         payload["equipartition"] = not form["no_equipartition"]
         if form["no_freeze"]:
             payload["freeze_prototypes_iters"] = 0
+            payload["overrides"] = {"swav.freeze_prototypes_epochs": 0}  # the paper's 1 epoch
     else:
         payload["num_clusters"] = [int(k) for k in form["pcl_k"]]
         payload["fixed_phi"] = bool(form["fixed_phi"])

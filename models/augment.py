@@ -124,7 +124,8 @@ def gaussian_blur(x: Tensor, p: float, sigma: tuple[float, float]) -> Tensor:
     b, c, h, w = x.shape
     if p <= 0:
         return x
-    radius = max(1, math.ceil(3 * sigma[1]))
+    # Reflect padding needs radius < side; a σ that large has long flattened the crop anyway.
+    radius = max(1, min(math.ceil(3 * sigma[1]), min(h, w) - 1))
     coords = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     sig = _uniform(b, sigma[0], sigma[1], x.device).to(x.dtype).view(b, 1)
     kernel = torch.exp(-(coords.view(1, -1) ** 2) / (2 * sig**2))
@@ -175,7 +176,7 @@ class MultiCrop:
         crop = random_resized_crop(x, size, scale, cfg.flip_p, cfg.rotate_deg)
         crop = color_distortion(crop, cfg.jitter_strength, cfg.jitter_p, cfg.grayscale_p, cfg.hue)
         if cfg.blur_p > 0:
-            crop = gaussian_blur(crop, cfg.blur_p, (0.1, 0.1 * size))
+            crop = gaussian_blur(crop, cfg.blur_p, cfg.blur_sigma)
         return self.normalize.standardise(crop)
 
     @torch.no_grad()

@@ -58,6 +58,12 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument("--method", choices=["swav", "pcl", "supervised"], default="swav")
     p.add_argument(
+        "--recipe",
+        choices=["cpu", "paper"],
+        help="defaults to start from: cpu (tuned for minutes on a CPU, the default) or paper "
+        "(the official code's hyper-parameters; README 'Deviations from the papers')",
+    )
+    p.add_argument(
         "--dataset",
         default="shapes",
         help="shapes | digits | cifar10 | stl10 | imagefolder (default: shapes)",
@@ -127,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ValueError(f"--config {path}: not valid JSON ({e})") from e
     flags: dict[str, Any] = {
         "method": args.method,
+        "recipe": args.recipe,
         "backbone": args.backbone,
         "width": args.width,
         "epochs": args.epochs,

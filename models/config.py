@@ -10,9 +10,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.recipes import CPU, paper_defaults
+
 Method = Literal["swav", "pcl", "supervised"]
 AmpMode = Literal["auto", "on", "off"]  # what each means: models/precision.py
 BackboneName = Literal["small_cnn", "resnet18", "resnet50"]
+Positives = Literal["sample", "cluster"]
+Recipe = Literal["cpu", "paper"]
 
 
 class _Strict(BaseModel):
@@ -58,7 +62,7 @@ class AugmentConfig(_Strict):
     Defaults are tuned for the 5-minute CPU budget on `shapes` (see benchmarks/): colour is pure
     nuisance there, so hue is randomised fully and half the crops are grey — otherwise SwAV
     happily clusters by colour; rotation is nuisance too (shapes come at any angle). Small crops
-    are off here and switched on for SwAV by TrainConfig (SWAV_SMALL_CROPS): on a CPU without
+    are off here and switched on for SwAV by the cpu recipe (models/recipes.py): on a CPU without
     native bf16, two half-side crops per image bought more kNN per second than a wider network.
     PCL takes small crops as extra queries when asked, but not by default: two of them cost
     14 kNN points at three minutes (README, "PCL probes").
@@ -79,6 +83,10 @@ class AugmentConfig(_Strict):
     flip_p: float = Field(0.5, ge=0.0, le=1.0)
     rotate_deg: float = Field(180.0, ge=0.0, le=180.0)
     blur_p: float = Field(0.0, ge=0.0, le=1.0)
+    # σ in pixels of the crop, drawn uniformly: 0.1–2.0 as in SwAV's and MoCo v2's code (PIL's
+    # blur radius on the already resized crop). It used to grow with the crop (0.1 × side, up
+    # to 22 px at 224), which wiped a crop out instead of softening it.
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
 
     @model_validator(mode="after")
     def _scales(self) -> AugmentConfig:
@@ -86,6 +94,9 @@ class AugmentConfig(_Strict):
             lo, hi = getattr(self, name)
             if not 0.0 < lo <= hi <= 1.0:
                 raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got ({lo}, {hi})")
+        lo, hi = self.blur_sigma
+        if not 0.0 < lo <= hi <= 50.0:
+            raise ValueError(f"blur_sigma must satisfy 0 < low <= high <= 50, got ({lo}, {hi})")
         return self
 
 
@@ -106,6 +117,7 @@ class SwAVConfig(_Strict):
     sinkhorn_iterations: int = Field(3, ge=1, le=100)
     crops_for_assign: tuple[int, ...] = (0, 1)
     freeze_prototypes_iters: int = Field(100, ge=0)
+    freeze_prototypes_epochs: int = Field(0, ge=0, description="also freeze them this many epochs")
     queue_length: int = Field(0, ge=0, le=1_000_000)
     epoch_queue_starts: int = Field(1, ge=0)
     equipartition: bool = Field(
@@ -117,7 +129,9 @@ class PCLConfig(_Strict):
     """PCL: MoCo pair, negatives queue, E-step k-means, ProtoNCE (Li et al. 2021)."""
 
     feat_dim: int = Field(64, ge=2, le=2048)
-    hidden_dim: int = Field(512, ge=8, le=8192)
+    hidden_dim: int | None = Field(
+        512, ge=8, le=8192, description="MLP head's hidden width (None: the backbone's output)"
+    )
     mlp: bool = True
     # BatchNorm inside the MLP head (as SwAV's head has). Off, as upstream: on the 5-minute
     # `shapes` budget it did not help (kNN 14 % vs 17 % at 1,100 steps, see README).
@@ -138,6 +152,9 @@ class PCLConfig(_Strict):
     # image for one extra key-encoder pass. Off upstream.
     symmetric: bool = False
     proto_weight: float = Field(1.0, ge=0.0, le=100.0, description="weight of ProtoNCE")
+    # ProtoNCE's positive columns (models/pcl.py, proto_nce_logits): "sample" as the official
+    # code, "cluster" one column per distinct cluster of the batch.
+    positives: Positives = "cluster"
     kmeans_iters: int = Field(20, ge=1, le=300)
     kmeans_redo: int = Field(1, ge=1, le=10)
     # The E-step (a key-encoder pass over the whole training set + k-means) every epoch, as
@@ -154,39 +171,27 @@ class PCLConfig(_Strict):
         return self
 
 
-# PCL's default learning-rate warm-up, in epochs. Without it, with AdamW's full step from the
-# first iteration, InfoNCE climbed to ln(queue + 1) and kNN stayed near chance for ~1,400 steps
-# on `shapes` (likely the query encoder outrunning the momentum key encoder; see README).
-PCL_WARMUP_EPOCHS = 2.0
-# PCL's CPU learning rate: AdamW 4·10⁻³, as SwAV's. Three-minute probes under the AVX2
-# restriction (one run each, README "PCL probes"): 60.0 % kNN against 56.4 % at 2·10⁻³.
-PCL_LR = 0.004
-
-
-# SwAV's CPU recipe on top of the shared defaults (measured on `shapes`, 2-core AVX2, one run
-# each, benchmarks/RESULTS.md): two small crops (half the side, scale 0.25–0.6) cost 1.35× a
-# step and gave +6 kNN points at equal steps; AdamW lr 4·10⁻³ instead of 2·10⁻³ gave +3 at
-# 3,300 steps with width 16; and no decay: over a 2,400-step budget a constant rate ended at
-# 73.8 % where the cosine to 0 ended at 61.7 % and to half the rate stood 5 points behind
-# (a short run needs every step at full rate). PCL looks at two crops only: no small ones.
-SWAV_SMALL_CROPS = 2
-SWAV_LR = 0.004
-SWAV_FINAL_LR_FRAC = 1.0
-
-
 class OptimConfig(_Strict):
-    name: Literal["sgd", "adamw"] = "adamw"
+    # lars: SGD whose every step is scaled per tensor by LARC's trust ratio (SwAV's optimiser,
+    # models/lars.py).
+    name: Literal["sgd", "adamw", "lars"] = "adamw"
     lr: float = Field(0.002, gt=0.0, le=100.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD and LARS only")
     weight_decay: float = Field(0.01, ge=0.0, le=1.0)
     warmup_epochs: float = Field(0.0, ge=0.0)
     final_lr_frac: float = Field(0.0, ge=0.0, le=1.0)
+    # Weight decay on biases and norm parameters too, as the official SwAV and PCL code do; off
+    # otherwise, as is usual for these methods.
+    decay_all: bool = False
 
 
 class TrainConfig(_Strict):
     """A whole run: method, data, model, schedule."""
 
     method: Method = "swav"
+    # Where the defaults come from (models/recipes.py): "cpu", tuned for minutes on a plain CPU,
+    # or "paper", the official code's hyper-parameters. A field the user sets always wins.
+    recipe: Recipe = "cpu"
     backbone: BackboneName = "small_cnn"
     # 16, not 32: on a 2-core AVX2 CPU in float32 a step of width 32 cost 4.6× one of width
     # 16 (24-px crops), and width 20 learned no faster per step (benchmarks/RESULTS.md).
@@ -259,7 +264,18 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _method_defaults(self) -> TrainConfig:
-        """Defaults that depend on the method; a value the user set always wins."""
+        """Fill what the user did not set from the recipe (models/recipes.py), then check."""
+        if self.recipe == "paper":
+            table = paper_defaults(self.method, self.batch_size, self.epochs)
+        else:
+            table = CPU[self.method]
+        for dotted, value in table.items():
+            *parents, name = dotted.split(".")
+            node: BaseModel = self
+            for part in parents:
+                node = getattr(node, part)
+            if name not in node.model_fields_set:
+                setattr(node, name, value)  # validated on assignment
         if self.method == "pcl":
             splits = self.pcl.bn_splits
             if splits > 1 and (self.batch_size % splits or self.batch_size // splits < 2):
@@ -267,15 +283,4 @@ class TrainConfig(_Strict):
                     f"pcl.bn_splits = {splits} must divide batch_size = {self.batch_size} into "
                     "groups of at least 2 images (BatchNorm needs two); pick a divisor or 1"
                 )
-            if "warmup_epochs" not in self.optim.model_fields_set:
-                self.optim.warmup_epochs = PCL_WARMUP_EPOCHS
-            if "lr" not in self.optim.model_fields_set:
-                self.optim.lr = PCL_LR
-        if self.method == "swav":
-            if "num_small" not in self.augment.model_fields_set:
-                self.augment.num_small = SWAV_SMALL_CROPS
-            if "lr" not in self.optim.model_fields_set:
-                self.optim.lr = SWAV_LR
-            if "final_lr_frac" not in self.optim.model_fields_set:
-                self.optim.final_lr_frac = SWAV_FINAL_LR_FRAC
         return self

@@ -41,7 +41,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.config import PCLConfig
+from models.config import PCLConfig, Positives
 from models.distributed import all_gather_cat, is_distributed
 from models.method import Analysis, FeatureFn, MethodModule, StepOutput
 
@@ -237,6 +237,7 @@ def proto_nce_logits(
     clustering: Clustering,
     num_negatives: int,
     generator: torch.Generator | None = None,
+    positives: Positives = "cluster",
 ) -> tuple[Tensor, Tensor]:
     """Logits and targets of one clustering's prototype contrast.
 
@@ -246,23 +247,28 @@ def proto_nce_logits(
         clustering: the E-step's result for one K.
         num_negatives: r negative centroids (fewer when fewer clusters are free).
         generator: for the negatives; see `sample_negatives`.
+        positives: "sample" (the official code): one positive column per sample, its own
+            cluster's centroid, so the batch's columns repeat a centroid as often as its cluster
+            occurs; "cluster": one column per distinct cluster of the batch.
 
     Returns:
-        logits (B, U + r'): q @ [positives; negatives]ᵀ, column j divided by the φ of its
-        centroid, where the U positive columns are the batch's distinct clusters; targets (B,)
-        = each sample's own cluster's column.
+        logits (B, P + r'): q @ [positives; negatives]ᵀ, column j divided by the φ of its
+        centroid, P = B ("sample") or the number of distinct clusters ("cluster"); targets (B,)
+        = the column of each sample's own positive.
 
-    The official code gives every sample its own positive column, so two samples of one
-    cluster get identical columns and each must beat the other's copy of its own centroid —
-    harmless when K ≫ B (ImageNet), but with K ≈ B (small data sets) most columns are
-    duplicates and the contrast fights itself. Distinct positives remove that; with K ≫ B the
-    two forms coincide.
+    With "sample", two samples of one cluster get identical columns and each must beat the
+    other's copy of its own centroid — harmless when K ≫ B (ImageNet), but with K ≈ B (small
+    data sets) many columns are duplicates and the contrast fights itself. "cluster" removes
+    that; with K ≫ B (no cluster twice in a batch) the two forms coincide.
     """
     assignments = clustering.assignments
-    positives = assignments[index.to(assignments.device)].to(q.device)
-    distinct, targets = torch.unique(positives, return_inverse=True)
-    negatives = sample_negatives(positives, clustering.num_clusters, num_negatives, generator)
-    ids = torch.cat([distinct, negatives.to(q.device)])
+    own = assignments[index.to(assignments.device)].to(q.device)
+    negatives = sample_negatives(own, clustering.num_clusters, num_negatives, generator)
+    if positives == "sample":
+        columns, targets = own, torch.arange(own.numel(), device=q.device)
+    else:
+        columns, targets = torch.unique(own, return_inverse=True)
+    ids = torch.cat([columns, negatives.to(q.device)])
     centroids = clustering.centroids.to(q.device, q.dtype)[ids]
     phi = clustering.phi.to(q.device, q.dtype)[ids]
     logits = (q @ centroids.t()) / phi  # broadcasting divides column j by φ of centroid j
@@ -280,11 +286,17 @@ class Encoder(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, feat_dim: int, hidden_dim: int, mlp: bool, head_bn: bool = False
+        self,
+        backbone: nn.Module,
+        feat_dim: int,
+        hidden_dim: int | None,
+        mlp: bool,
+        head_bn: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         out_dim = int(backbone.out_dim)
+        hidden_dim = hidden_dim or out_dim  # None: MoCo v2's head, as wide as the backbone
         if mlp and head_bn:
             # BatchNorm in the hidden layer (as SwAV's and SimCLR's heads have) standardises
             # every hidden unit over the batch, so the embeddings cannot start out, or drift
@@ -530,7 +542,7 @@ class PCL(MethodModule):
         losses, accs = [], []
         for clustering in self.clusterings:
             logits, targets = proto_nce_logits(
-                q, index, clustering, self.num_negatives, self.generator
+                q, index, clustering, self.num_negatives, self.generator, self.cfg.positives
             )
             losses.append(F.cross_entropy(logits, targets))
             accs.append(float((logits.argmax(dim=1) == targets).float().mean()))

@@ -131,11 +131,27 @@ class SwAV(MethodModule):
         )
         self.prototypes = nn.Linear(cfg.feat_dim, cfg.num_prototypes, bias=False)
         n_assign = len(cfg.crops_for_assign)
+        # Under DDP each rank keeps queue_length / world_size rows, as the official code does:
+        # Sinkhorn sums over all ranks, so the queue it sees is queue_length long in total (a
+        # whole queue per rank made it world_size times longer than asked).
+        world = dist.get_world_size() if is_distributed() else 1
+        self.queue_rows = cfg.queue_length // world
+        if cfg.queue_length and self.queue_rows == 0:
+            raise ValueError(
+                f"swav.queue_length = {cfg.queue_length} is shorter than the {world} ranks: "
+                "give each rank at least one row"
+            )
         # The queue holds embeddings (not scores): their scores are recomputed with the current
         # prototypes each step. A buffer, so a resumed run continues with the same queue.
         self.register_buffer(
-            "queue", torch.zeros(n_assign, cfg.queue_length, cfg.feat_dim), persistent=True
+            "queue", torch.zeros(n_assign, self.queue_rows, cfg.feat_dim), persistent=True
         )
+
+    def resize_queue(self, rows: int) -> None:
+        """Make room for a queue of `rows` rows per rank (loading a checkpoint of a DDP run,
+        whose ranks kept queue_length / world_size rows each)."""
+        self.queue_rows = rows
+        self.queue = self.queue.new_zeros(self.queue.shape[0], rows, self.queue.shape[2])
 
     # --- pieces -------------------------------------------------------------------------
     def embed(self, x: Tensor) -> Tensor:
@@ -182,7 +198,10 @@ class SwAV(MethodModule):
     def after_backward(self, iteration: int, epoch: int) -> None:
         # Frozen prototypes at the start stabilise training: the first assignments come from
         # random prototypes, and letting them chase those assignments invites collapse.
-        if iteration < self.cfg.freeze_prototypes_iters:
+        if (
+            iteration < self.cfg.freeze_prototypes_iters
+            or epoch < self.cfg.freeze_prototypes_epochs
+        ):
             self.prototypes.weight.grad = None
 
     def training_step(
@@ -193,7 +212,7 @@ class SwAV(MethodModule):
         z, scores = self._forward_crops(views)
         per_crop = list(scores.split(batch))
         codes: dict[int, Tensor] = {}
-        use_queue = cfg.queue_length > 0 and epoch >= cfg.epoch_queue_starts
+        use_queue = self.queue_rows > 0 and epoch >= cfg.epoch_queue_starts
         for i, crop in enumerate(cfg.crops_for_assign):
             with torch.no_grad():
                 out = per_crop[crop].detach().float()
@@ -208,7 +227,7 @@ class SwAV(MethodModule):
                         queue_scores = self.queue[i] @ self.prototypes.weight.detach().float().t()
                         out = torch.cat([queue_scores, out])
                     new = z[crop * batch : (crop + 1) * batch].detach().float()
-                    self.queue[i] = torch.cat([new, self.queue[i, :-batch]])[: cfg.queue_length]
+                    self.queue[i] = torch.cat([new, self.queue[i, :-batch]])[: self.queue_rows]
                 codes[crop] = sinkhorn(out, cfg.epsilon, cfg.sinkhorn_iterations)[-batch:]
         loss = swapped_prediction_loss(per_crop, codes, cfg.temperature)
         return StepOutput(loss=loss, logits=per_crop[0].detach())

@@ -8,6 +8,7 @@ written mid-epoch also records the global RNG state and how many batches were do
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -38,9 +39,11 @@ from models.config import TrainConfig
 from models.data import ImageSet, dataset_mean_std, load_dataset
 from models.distributed import DistInfo, all_gather_cat, barrier, init_distributed
 from models.evaluate import knn_bank_size, weighted_knn_top1
+from models.lars import LARS
 from models.method import MethodModule
 from models.precision import Precision, choose_precision
 from models.prototype_usage import usage_summary
+from models.recipes import fit_to_data
 from models.swav import backbone_by_size
 
 Event = dict[str, Any]
@@ -75,18 +78,23 @@ def _lr_at(cfg: TrainConfig, progress: float, step: int, steps_per_epoch: int) -
 
 
 def _build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    # No weight decay on biases and norm parameters, as is usual for these recipes.
+    # No weight decay on biases and norm parameters, as is usual; the official SwAV and PCL
+    # code decay every tensor (optim.decay_all, the paper recipe).
+    o = cfg.optim
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            (no_decay if p.ndim <= 1 and not o.decay_all else decay).append(p)
     groups = [
-        {"params": decay, "weight_decay": cfg.optim.weight_decay},
+        {"params": decay, "weight_decay": o.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if cfg.optim.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.optim.lr)
-    return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    groups = [g for g in groups if g["params"]]
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr)
+    if o.name == "lars":
+        return LARS(groups, lr=o.lr, momentum=o.momentum)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
 
 
 class Trainer:
@@ -137,6 +145,9 @@ class Trainer:
 
         self.train_set: ImageSet = load_dataset(cfg.data, "train")
         self.test_set: ImageSet = load_dataset(cfg.data, "test")
+        # The paper recipe's queues and crop sizes, adapted to this data set (and said so).
+        cfg, self.recipe_notes = fit_to_data(cfg, len(self.train_set), self.train_set.image_size)
+        self.cfg = cfg
         mean, std = dataset_mean_std(cfg.data.name)
         self.normalize = Normalize(mean, std)
         self.multicrop = MultiCrop(cfg.augment, self.train_set.image_size, self.normalize)
@@ -331,12 +342,17 @@ class Trainer:
     # --- features for PCL's E-step and for evaluation -----------------------------------
     @torch.no_grad()
     def _features(
-        self, fn: Callable[[Tensor], Tensor], images: Tensor, shard: bool = True
+        self,
+        fn: Callable[[Tensor], Tensor],
+        images: Tensor,
+        shard: bool = True,
+        float32: bool = False,
     ) -> Tensor:
         """fn over every image (un-augmented, standardised), in index order, in batches.
 
         Under DDP each rank does an equal shard and the shards are gathered, so every rank ends
-        with all N features.
+        with all N features. `float32`: no autocast, as the official code computes PCL's E-step
+        features (k-means and φ read small differences of distance; bf16 keeps 3 digits).
         """
         was_training = self.model.training
         self.model.eval()
@@ -347,7 +363,7 @@ class Trainer:
         idx = idx.clamp(max=n - 1)  # pad the last shard by repeating the last image
         outs = []
         bs = 512
-        with self._autocast():
+        with contextlib.nullcontext() if float32 else self._autocast():
             for s in range(0, idx.numel(), bs):
                 x = self.normalize(images[idx[s : s + bs]].to(self.device))
                 outs.append(fn(x.contiguous(memory_format=torch.channels_last)).float())
@@ -510,12 +526,16 @@ class Trainer:
                 "resumed_at_step": self.step if self.resume else None,
                 "classes": self.train_set.classes,
                 "crop_sizes": self.multicrop.sizes,
+                "recipe": cfg.recipe,
+                "recipe_notes": self.recipe_notes,
                 "precision": self.precision.as_event(),
                 "num_threads": torch.get_num_threads(),
             }
         )
         if self.progress and self.dist.is_main:
             print(f"{cfg.method} {cfg.data.name}: {self.precision.summary()}", file=sys.stderr)
+            for note in self.recipe_notes:
+                print(f"recipe {cfg.recipe}: {note}", file=sys.stderr)
         bar = None
         if self.progress and self.dist.is_main:
             from tqdm import tqdm
@@ -540,7 +560,7 @@ class Trainer:
                 self._resumed_rng = False
                 t0 = time.perf_counter()
                 info = self.model.on_epoch_start(
-                    epoch, lambda fn: self._features(fn, self.train_images)
+                    epoch, lambda fn: self._features(fn, self.train_images, float32=True)
                 )
                 self.train_seconds += time.perf_counter() - t0
                 perm_gen = torch.Generator().manual_seed(seed)

@@ -246,3 +246,29 @@ def test_two_runs_share_the_slot_in_order(api: str, finished: dict[str, Any]) ->
 def test_health_counts_runs(api: str, finished: dict[str, Any]) -> None:
     health = requests.get(f"{api}/health", timeout=10).json()
     assert health["runs"].get("completed", 0) >= 1 and health["max_concurrent_runs"] == 1
+
+
+def test_a_paper_recipe_run_over_http_records_its_recipe(
+    api: str, finished: dict[str, Any]
+) -> None:
+    """POST /runs {"recipe": "paper"}: the official hyper-parameters, except what is set."""
+    body = {**TINY, "recipe": "paper", "max_steps": 3, "name": "paper"}
+    body["config"] = {**TINY["config"], "augment": {"num_small": 2}}
+    created = requests.post(f"{api}/runs", json=body, timeout=30)
+    assert created.status_code == 201, created.text
+    cfg = created.json()["config"]
+    assert cfg["recipe"] == "paper" and cfg["optim"]["name"] == "lars"
+    assert cfg["swav"]["epsilon"] == 0.05  # TINY's own ε, and the paper's
+    assert cfg["augment"]["num_small"] == 2 and cfg["augment"]["blur_p"] == 0.5  # mine, paper's
+    run_id = created.json()["id"]
+    wait_until(
+        "the paper run to complete",
+        lambda: requests.get(f"{api}/runs/{run_id}", timeout=10).json()["status"] == "completed",
+    )
+    ckpts = requests.get(f"{api}/checkpoints", params={"run_id": run_id}, timeout=10).json()
+    assert ckpts and {c["recipe"] for c in ckpts} == {"paper"}
+    others = requests.get(f"{api}/checkpoints", params={"run_id": finished["id"]}, timeout=10)
+    assert {c["recipe"] for c in others.json()} == {"cpu"}
+    assert (
+        requests.post(f"{api}/runs", json={**TINY, "recipe": "chef"}, timeout=30).status_code == 422
+    )

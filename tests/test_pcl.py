@@ -145,6 +145,46 @@ def test_proto_nce_positives_diagonal_and_negatives_never_positive() -> None:
     assert sorted(ids[3:].tolist()) == [1, 3, 4, 6, 7, 8, 9]
 
 
+def official_proto_nce(q: torch.Tensor, index: torch.Tensor, c: Clustering, r: int) -> torch.Tensor:
+    """salesforce/PCL's ProtoNCE for one clustering, restated: every sample's own centroid as
+    its positive column (repeats and all), then r clusters that are no sample's positive, each
+    column divided by its cluster's φ, cross-entropy against the diagonal."""
+    own = c.assignments[index]
+    free = [k for k in range(int(c.assignments.max()) + 1) if k not in set(own.tolist())]
+    chosen = torch.tensor(free[:r], dtype=torch.long)  # which ones: irrelevant when r >= free
+    ids = torch.cat([own, chosen])
+    logits = (q @ c.centroids[ids].t()) / c.phi[ids]
+    return F.cross_entropy(logits, torch.arange(q.shape[0]))
+
+
+def test_proto_nce_sample_positives_is_the_official_loss() -> None:
+    g = torch.Generator().manual_seed(4)
+    k, d = 8, 6
+    assignments = torch.tensor([3, 1, 1, 6, 3, 0, 7, 2])
+    clustering = Clustering(
+        centroids=F.normalize(torch.randn(k, d, generator=g), dim=1),
+        assignments=assignments,
+        phi=torch.rand(k, generator=g) * 0.3 + 0.05,
+        sizes=torch.bincount(assignments, minlength=k),
+    )
+    q = F.normalize(torch.randn(5, d, generator=g), dim=1)
+    index = torch.tensor([0, 1, 2, 4, 3])  # clusters 3, 1, 1, 3, 6: two pairs share a cluster
+    want = official_proto_nce(q, index, clustering, r=100)
+    logits, targets = proto_nce_logits(q, index, clustering, 100, g, positives="sample")
+    assert logits.shape == (5, 5 + 5)  # one column per sample + the 5 free clusters
+    assert torch.equal(targets, torch.arange(5))
+    assert torch.allclose(F.cross_entropy(logits, targets), want, atol=1e-6)
+    # The distinct-cluster form differs exactly where clusters repeat in the batch:
+    logits_c, targets_c = proto_nce_logits(q, index, clustering, 100, g, positives="cluster")
+    assert logits_c.shape == (5, 3 + 5)
+    assert not torch.allclose(F.cross_entropy(logits_c, targets_c), want, atol=1e-3)
+    # ... and coincides with it when every sample of the batch has its own cluster.
+    distinct = torch.tensor([0, 1, 3, 5, 6])  # clusters 3, 1, 6, 0, 7
+    a = proto_nce_logits(q, distinct, clustering, 100, g, positives="sample")
+    b = proto_nce_logits(q, distinct, clustering, 100, g, positives="cluster")
+    assert torch.allclose(F.cross_entropy(*a), F.cross_entropy(*b), atol=1e-6)
+
+
 def test_proto_nce_divides_each_column_by_its_phi() -> None:
     g = torch.Generator().manual_seed(1)
     k, d = 8, 5

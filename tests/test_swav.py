@@ -170,3 +170,61 @@ def test_distributed_sinkhorn_equals_single_process() -> None:
     # The codes are not just each half Sinkhorn-ed on its own:
     separate = torch.cat([sinkhorn(p, 0.05, 3) for p in scores.chunk(2)])
     assert not torch.allclose(separate, single, atol=1e-4)
+
+
+# --- the queue under DDP: queue_length / world_size rows per rank -----------------------------
+def _codes_of_steps(model: SwAV, batches: list[torch.Tensor]) -> torch.Tensor:
+    """The Sinkhorn codes of the last batch's first crop after the queue filled on the others."""
+    import models.swav as swav_module
+
+    seen: list[torch.Tensor] = []
+    real = swav_module.sinkhorn
+
+    def spy(scores: torch.Tensor, epsilon: float, n_iters: int) -> torch.Tensor:
+        q = real(scores, epsilon, n_iters)
+        seen.append(q)
+        return q
+
+    swav_module.sinkhorn = spy  # type: ignore[assignment]
+    try:
+        model.eval()  # BatchNorm with running statistics: an image's z does not depend on its batch
+        with torch.no_grad():
+            for x in batches:
+                model.training_step([x, x.flip(3)], None, 0, 1)
+    finally:
+        swav_module.sinkhorn = real  # type: ignore[assignment]
+    return seen[-2][-batches[-1].shape[0] :]  # codes of crop 0 at the last step
+
+
+def _queue_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = _tiny_swav(queue_length=12, epoch_queue_starts=0)
+        batches = [b.chunk(world)[rank] for b in _queue_batches()]
+        codes = _codes_of_steps(model, batches)
+        torch.save(
+            {"rows": model.queue.shape[1], "codes": codes}, os.path.join(out_dir, f"{rank}.pt")
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _queue_batches() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(6, 3, 16, 16, generator=g) for _ in range(3)]
+
+
+def test_ddp_ranks_split_the_queue_and_sinkhorn_sees_it_whole() -> None:
+    """As the official code: each of 2 ranks keeps 12 / 2 rows, and the codes equal those of one
+    process with a 12-row queue on the concatenated batches (it kept 12 rows per rank before)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.join(tmp, "init")
+        mp.spawn(_queue_worker, args=(2, init_file, tmp), nprocs=2, join=True)
+        parts = [torch.load(os.path.join(tmp, f"{r}.pt"), weights_only=True) for r in range(2)]
+    assert [p["rows"] for p in parts] == [6, 6]
+    torch.manual_seed(0)
+    single = _tiny_swav(queue_length=12, epoch_queue_starts=0)
+    assert single.queue.shape[1] == 12
+    expected = _codes_of_steps(single, _queue_batches())
+    assert torch.allclose(torch.cat([p["codes"] for p in parts]), expected, atol=1e-5)

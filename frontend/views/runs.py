@@ -42,6 +42,17 @@ def start_form(c: Client) -> None:
         help="SwAV: online Sinkhorn codes over learnable prototypes. PCL: MoCo + k-means "
         "prototypes with per-cluster concentration φ.",
     )
+    recipe = st.radio(
+        "Recipe",
+        ["cpu", "paper"],
+        horizontal=True,
+        key="form_recipe",
+        format_func=lambda r: {"cpu": "cpu (tuned for minutes on a CPU)", "paper": "paper"}[r],
+        help="cpu: defaults tuned for a few minutes on a plain CPU. paper: the official code's "
+        "hyper-parameters (multi-crop 2 + 6, LARS, queue; PCL with SGD, per-sample positives, "
+        "5 k-means restarts). The README's 'Deviations from the papers' lists every difference.",
+    )
+    paper = recipe == "paper"
     with st.form("start_run", border=True):
         c1, c2, c3, c4 = st.columns(4)
         name = c1.text_input("Name (optional)", key="form_name")
@@ -77,18 +88,18 @@ def start_form(c: Client) -> None:
                 "Prototypes K",
                 2,
                 100_000,
-                128,
-                key="form_k",
+                3000 if paper else 128,
+                key=f"form_k_{recipe}",
                 help="The loss of flat predictions is ln K: the live chart draws that line.",
             )
             eps = c3.number_input(
                 "ε (Sinkhorn entropy)",
                 0.005,
                 10.0,
-                0.02,
+                0.05 if paper else 0.02,
                 step=0.005,
                 format="%.3f",
-                key="form_eps",
+                key=f"form_eps_{recipe}",
                 help="Smaller ε: harder codes. 0.02–0.05 is typical.",
             )
             temp = c3.number_input(
@@ -119,6 +130,7 @@ def start_form(c: Client) -> None:
         return
     form = {
         "method": method,
+        "recipe": recipe,
         "dataset": dataset,
         "backbone": backbone,
         "epochs": epochs,
@@ -153,7 +165,8 @@ def run_label(run: Mapping[str, Any]) -> str:
     method = run.get("method") or cfg.get("method") or ""
     data = run.get("dataset") or (cfg.get("data") or {}).get("name") or ""
     name = run.get("name") or ""
-    bits = [f"#{run.get('id')}", name, method, data]
+    recipe = "paper recipe" if cfg.get("recipe") == "paper" else ""
+    bits = [f"#{run.get('id')}", name, method, data, recipe]
     return " · ".join(b for b in bits if b) + f" ({status})"
 
 
