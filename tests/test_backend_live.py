@@ -269,6 +269,17 @@ def test_a_paper_recipe_run_over_http_records_its_recipe(
     assert ckpts and {c["recipe"] for c in ckpts} == {"paper"}
     others = requests.get(f"{api}/checkpoints", params={"run_id": finished["id"]}, timeout=10)
     assert {c["recipe"] for c in others.json()} == {"cpu"}
+    # Compare sets the paper run's checkpoint against the cpu run's (same method and data).
+    a, b = ckpts[-1]["id"], others.json()[-1]["id"]
+
+    def compared() -> requests.Response | None:
+        r = requests.get(f"{api}/compare", params={"a": a, "b": b, "max_images": 200}, timeout=30)
+        return None if r.status_code == 202 else r
+
+    r = wait_until("the paper-against-cpu comparison", compared)
+    assert r.status_code == 200, r.text
+    assert r.json()["a_id"] == a and r.json()["b_id"] == b
+    assert 0.0 <= r.json()["nmi"] <= 1.0
     assert (
         requests.post(f"{api}/runs", json={**TINY, "recipe": "chef"}, timeout=30).status_code == 422
     )

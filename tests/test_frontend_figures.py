@@ -162,6 +162,9 @@ def test_run_payload_turns_ablations_into_config_switches() -> None:
     pcl = run_form.run_payload({**form, "method": "pcl", "pcl_k": [8, 12], "fixed_phi": True})
     assert pcl["num_clusters"] == [8, 12] and pcl["fixed_phi"] is True
     assert "equipartition" not in pcl
+    assert body["recipe"] == "cpu"  # the default when the form names none
+    paper = run_form.run_payload({**form, "recipe": "paper"})
+    assert paper["recipe"] == "paper" and paper["overrides"] == {"swav.freeze_prototypes_epochs": 0}
     assert run_form.parse_ks("40, 80;160") == [40, 80, 160]
 
 

@@ -317,7 +317,7 @@ def test_runs_page_starts_and_stops_a_run(
     at = _page(backend, "runs", monkeypatch)
     at.text_input(key="form_name").input("from the form")
     at.number_input(key="form_epochs").set_value(1)
-    at.number_input(key="form_k").set_value(10)
+    at.number_input(key="form_k_cpu").set_value(10)
     next(b for b in at.button if b.label == "Start run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     runs = requests.get(f"{backend.url}/runs", timeout=10).json()
@@ -333,6 +333,35 @@ def test_runs_page_starts_and_stops_a_run(
         time.sleep(0.5)
         status = requests.get(f"{backend.url}/runs/{new['id']}", timeout=10).json()["status"]
     assert status in ("stopped", "completed")
+
+
+def test_runs_page_starts_a_paper_recipe_run(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(backend, "runs", monkeypatch)
+    at.radio(key="form_recipe").set_value("paper").run()
+    # The form's own defaults follow the recipe: the paper's K = 3000 and ε = 0.05.
+    assert at.number_input(key="form_k_paper").value == 3000
+    assert at.number_input(key="form_eps_paper").value == pytest.approx(0.05)
+    at.text_input(key="form_name").input("paper from the form")
+    at.number_input(key="form_k_paper").set_value(20)
+    at.number_input(key="form_max_steps").set_value(2)
+    next(b for b in at.button if b.label == "Start run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runs = requests.get(f"{backend.url}/runs", timeout=10).json()
+    new = next(r for r in runs if r["name"] == "paper from the form")
+    cfg = new["config"]
+    assert cfg["recipe"] == "paper" and cfg["optim"]["name"] == "lars"
+    assert cfg["augment"]["num_small"] == 6 and cfg["swav"]["num_prototypes"] == 20
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    status = new["status"]
+    while status in ("queued", "running"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+        status = requests.get(f"{backend.url}/runs/{new['id']}", timeout=10).json()["status"]
+    assert status == "completed"
+    at.run()
+    assert any("paper recipe" in o for o in at.selectbox(key="runs_pick").options)
 
 
 def test_runs_page_imports_a_checkpoint_and_refuses_junk(

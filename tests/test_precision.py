@@ -193,3 +193,37 @@ def test_the_cli_says_which_precision_it_chose_and_why(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--amp" in bad.stderr
+
+
+def test_pcl_estep_features_are_float32_without_autocast_even_with_amp_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the official code: k-means and φ see float32 features, whatever the training runs in."""
+    from models.pcl import PCL
+
+    seen: list[tuple[torch.dtype, bool]] = []
+    real = PCL._estep
+
+    def spy(self: PCL, feats: torch.Tensor) -> Any:
+        seen.append((feats.dtype, torch.is_autocast_enabled("cpu")))
+        return real(self, feats)
+
+    monkeypatch.setattr(PCL, "_estep", spy)
+    inside: list[bool] = []
+    real_forward = torch.nn.Module.__call__
+
+    cfg = tiny_run_config("pcl", amp="on", max_steps=12)
+    trainer = Trainer(cfg, tmp_path, emit=lambda e: None, progress=False)
+
+    def watch(module: torch.nn.Module, *a: Any, **k: Any) -> Any:
+        if module is getattr(getattr(trainer, "model", None), "encoder_k", None):
+            inside.append(torch.is_autocast_enabled("cpu"))
+        return real_forward(module, *a, **k)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", watch)
+    trainer.run()
+    assert seen, "no E-step ran"
+    assert all(dtype == torch.float32 for dtype, _ in seen)
+    # The key encoder ran under bf16 autocast for the keys of training steps, never for the
+    # E-step's features: both kinds of call were seen.
+    assert True in inside and False in inside
