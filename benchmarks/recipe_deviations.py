@@ -30,6 +30,25 @@ from typing import Any
 OUT = Path(__file__).resolve().parent / "out"
 
 # The paper's values by group; each group is one row of the README's deviations table.
+_COLOUR_GEOMETRY = [
+    "augment.jitter_strength",
+    "augment.hue",
+    "augment.jitter_p",
+    "augment.grayscale_p",
+    "augment.flip_p",
+    "augment.rotate_deg",
+    "augment.blur_p",
+    "augment.blur_sigma",
+]
+_OPTIMIZER = [
+    "optim.name",
+    "optim.lr",
+    "optim.momentum",
+    "optim.weight_decay",
+    "optim.decay_all",
+    "optim.warmup_epochs",
+    "optim.final_lr_frac",
+]
 GROUPS: dict[str, dict[str, list[str]]] = {
     "swav": {
         "crops": [
@@ -38,42 +57,15 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "augment.large_scale",
             "augment.small_scale",
         ],
-        "colour_geometry": [
-            "augment.jitter_strength",
-            "augment.hue",
-            "augment.jitter_p",
-            "augment.grayscale_p",
-            "augment.flip_p",
-            "augment.rotate_deg",
-            "augment.blur_p",
-            "augment.blur_sigma",
-        ],
+        "colour_geometry": _COLOUR_GEOMETRY,
         "head_size": ["swav.num_prototypes", "swav.hidden_dim", "swav.feat_dim"],
         "epsilon": ["swav.epsilon"],
         "freeze": ["swav.freeze_prototypes_iters", "swav.freeze_prototypes_epochs"],
         "queue": ["swav.queue_length", "swav.epoch_queue_starts"],
-        "optimizer": [
-            "optim.name",
-            "optim.lr",
-            "optim.momentum",
-            "optim.weight_decay",
-            "optim.decay_all",
-            "optim.warmup_epochs",
-            "optim.final_lr_frac",
-        ],
+        "optimizer": _OPTIMIZER,
     },
     "pcl": {
-        "augment": [
-            "augment.large_scale",
-            "augment.jitter_strength",
-            "augment.hue",
-            "augment.jitter_p",
-            "augment.grayscale_p",
-            "augment.flip_p",
-            "augment.rotate_deg",
-            "augment.blur_p",
-            "augment.blur_sigma",
-        ],
+        "augment": ["augment.large_scale", *_COLOUR_GEOMETRY],
         "head": ["pcl.feat_dim", "pcl.hidden_dim"],
         "queue": ["pcl.queue_length"],
         "momentum": ["pcl.momentum"],
@@ -81,15 +73,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "positives": ["pcl.positives"],
         "kmeans_redo": ["pcl.kmeans_redo", "pcl.kmeans_iters"],
         "shuffle_bn": ["pcl.bn_splits"],
-        "optimizer": [
-            "optim.name",
-            "optim.lr",
-            "optim.momentum",
-            "optim.weight_decay",
-            "optim.decay_all",
-            "optim.warmup_epochs",
-            "optim.final_lr_frac",
-        ],
+        "optimizer": _OPTIMIZER,
     },
 }
 

@@ -35,18 +35,11 @@ CPU: dict[str, dict[str, Any]] = {
 }
 
 # --- paper -------------------------------------------------------------------------------------
-# SwAV's multi-crop and colour (main_swav.py + src/multicropdataset.py): 2 × 224 px at scale
-# 0.14–1 and 6 × 96 px at 0.05–0.14, flip, colour jitter (0.8, 0.8, 0.8, 0.2) with p 0.8,
-# grey 0.2, Gaussian blur p 0.5 with σ 0.1–2.0; no rotation.
-_SWAV_AUGMENT: dict[str, Any] = {
+# What SwAV's and MoCo v2's pipelines share: colour jitter with p 0.8, grey 0.2, flip 0.5,
+# Gaussian blur p 0.5 with σ 0.1–2.0, no rotation, large crops the size of the image.
+_SHARED_AUGMENT: dict[str, Any] = {
     "augment.num_large": 2,
-    "augment.num_small": 6,
     "augment.large_frac": 1.0,
-    "augment.small_frac": 96 / 224,
-    "augment.large_scale": (0.14, 1.0),
-    "augment.small_scale": (0.05, 0.14),
-    "augment.jitter_strength": 1.0,
-    "augment.hue": 0.2,
     "augment.jitter_p": 0.8,
     "augment.grayscale_p": 0.2,
     "augment.flip_p": 0.5,
@@ -54,21 +47,25 @@ _SWAV_AUGMENT: dict[str, Any] = {
     "augment.blur_p": 0.5,
     "augment.blur_sigma": (0.1, 2.0),
 }
+# SwAV's multi-crop and colour (main_swav.py + src/multicropdataset.py): 2 × 224 px at scale
+# 0.14–1 and 6 × 96 px at 0.05–0.14, colour jitter (0.8, 0.8, 0.8, 0.2).
+_SWAV_AUGMENT: dict[str, Any] = {
+    **_SHARED_AUGMENT,
+    "augment.num_small": 6,
+    "augment.small_frac": 96 / 224,
+    "augment.large_scale": (0.14, 1.0),
+    "augment.small_scale": (0.05, 0.14),
+    "augment.jitter_strength": 1.0,
+    "augment.hue": 0.2,
+}
 # MoCo v2's augmentation (PCL's --aug-plus): one 224-px crop per view at scale 0.2–1, jitter
-# (0.4, 0.4, 0.4, 0.1) with p 0.8, grey 0.2, blur p 0.5 with σ 0.1–2.0, flip.
+# (0.4, 0.4, 0.4, 0.1).
 _MOCO_V2_AUGMENT: dict[str, Any] = {
-    "augment.num_large": 2,
+    **_SHARED_AUGMENT,
     "augment.num_small": 0,
-    "augment.large_frac": 1.0,
     "augment.large_scale": (0.2, 1.0),
     "augment.jitter_strength": 0.5,
     "augment.hue": 0.1,
-    "augment.jitter_p": 0.8,
-    "augment.grayscale_p": 0.2,
-    "augment.flip_p": 0.5,
-    "augment.rotate_deg": 0.0,
-    "augment.blur_p": 0.5,
-    "augment.blur_sigma": (0.1, 2.0),
 }
 
 PAPER: dict[str, dict[str, Any]] = {

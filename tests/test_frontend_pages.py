@@ -311,6 +311,17 @@ def test_learn_page_works_with_a_backend(backend: Backend, monkeypatch: pytest.M
     )
 
 
+def _final_status(backend: Backend, run: dict[str, Any]) -> str:
+    """The run's status once it is neither queued nor running (waits on the store, not time)."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    status = str(run["status"])
+    while status in ("queued", "running"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+        status = requests.get(f"{backend.url}/runs/{run['id']}", timeout=10).json()["status"]
+    return status
+
+
 def test_runs_page_starts_and_stops_a_run(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -326,12 +337,7 @@ def test_runs_page_starts_and_stops_a_run(
     assert at.selectbox(key="runs_pick").value == new["id"]
     at.button(key="run_stop").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    status = new["status"]
-    while status in ("queued", "running"):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.5)
-        status = requests.get(f"{backend.url}/runs/{new['id']}", timeout=10).json()["status"]
+    status = _final_status(backend, new)
     assert status in ("stopped", "completed")
 
 
@@ -353,12 +359,7 @@ def test_runs_page_starts_a_paper_recipe_run(
     cfg = new["config"]
     assert cfg["recipe"] == "paper" and cfg["optim"]["name"] == "lars"
     assert cfg["augment"]["num_small"] == 6 and cfg["swav"]["num_prototypes"] == 20
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    status = new["status"]
-    while status in ("queued", "running"):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.5)
-        status = requests.get(f"{backend.url}/runs/{new['id']}", timeout=10).json()["status"]
+    status = _final_status(backend, new)
     assert status == "completed"
     at.run()
     assert any("paper recipe" in o for o in at.selectbox(key="runs_pick").options)
