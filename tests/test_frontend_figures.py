@@ -300,3 +300,14 @@ def test_client_reports_an_unreachable_backend_with_its_url() -> None:
 def test_detail_text_names_the_field() -> None:
     detail = [{"loc": ["body", "epsilon"], "msg": "Input should be less than or equal to 10"}]
     assert _detail_text(detail) == "epsilon: Input should be less than or equal to 10"
+
+
+def test_checkpoint_labels_tell_a_paper_run_from_a_cpu_run() -> None:
+    """Compare's pickers: a paper checkpoint and a cpu one of the same method and data differ."""
+    from frontend.pages_common import checkpoint_label
+
+    base = {"id": 7, "run_name": "swav", "method": "swav", "dataset": "shapes", "step": 60}
+    paper = checkpoint_label({**base, "recipe": "paper"})
+    cpu = checkpoint_label({**base, "id": 8, "recipe": "cpu"})
+    assert "paper recipe" in paper and "swav" in paper and "shapes" in paper
+    assert "paper" not in cpu and "swav" in cpu
