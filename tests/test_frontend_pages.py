@@ -311,6 +311,14 @@ def test_learn_page_works_with_a_backend(backend: Backend, monkeypatch: pytest.M
     )
 
 
+def _start_from_the_form(at: AppTest, backend: Backend, name: str) -> dict[str, Any]:
+    """Press "Start run" and return the run the backend created under `name`."""
+    next(b for b in at.button if b.label == "Start run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runs = requests.get(f"{backend.url}/runs", timeout=10).json()
+    return next(r for r in runs if r["name"] == name)
+
+
 def _final_status(backend: Backend, run: dict[str, Any]) -> str:
     """The run's status once it is neither queued nor running (waits on the store, not time)."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -329,10 +337,7 @@ def test_runs_page_starts_and_stops_a_run(
     at.text_input(key="form_name").input("from the form")
     at.number_input(key="form_epochs").set_value(1)
     at.number_input(key="form_k_cpu").set_value(10)
-    next(b for b in at.button if b.label == "Start run").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    runs = requests.get(f"{backend.url}/runs", timeout=10).json()
-    new = next(r for r in runs if r["name"] == "from the form")
+    new = _start_from_the_form(at, backend, "from the form")
     assert new["config"]["swav"]["num_prototypes"] == 10 and new["config"]["epochs"] == 1
     assert at.selectbox(key="runs_pick").value == new["id"]
     at.button(key="run_stop").click().run()
@@ -352,10 +357,7 @@ def test_runs_page_starts_a_paper_recipe_run(
     at.text_input(key="form_name").input("paper from the form")
     at.number_input(key="form_k_paper").set_value(20)
     at.number_input(key="form_max_steps").set_value(2)
-    next(b for b in at.button if b.label == "Start run").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    runs = requests.get(f"{backend.url}/runs", timeout=10).json()
-    new = next(r for r in runs if r["name"] == "paper from the form")
+    new = _start_from_the_form(at, backend, "paper from the form")
     cfg = new["config"]
     assert cfg["recipe"] == "paper" and cfg["optim"]["name"] == "lars"
     assert cfg["augment"]["num_small"] == 6 and cfg["swav"]["num_prototypes"] == 20
