@@ -748,16 +748,6 @@ def _load_protoscope(state: dict[str, Any]) -> LoadedModel:
     weights = state.get("model")
     if not isinstance(weights, dict):
         raise CheckpointError("the checkpoint holds no model weights ('model')")
-    queue, own_queue = weights.get("queue"), getattr(model, "queue", None)
-    if (
-        hasattr(model, "resize_queue")
-        and isinstance(queue, Tensor)
-        and isinstance(own_queue, Tensor)
-        and queue.dim() == 3
-        and (queue.shape[0], queue.shape[2]) == (own_queue.shape[0], own_queue.shape[2])
-    ):
-        # A SwAV run under DDP kept queue_length / world_size rows on each rank.
-        model.resize_queue(int(queue.shape[1]))
     _load_strict(model, weights)
     epoch, step = _int_or_none(state.get("epoch")), _int_or_none(state.get("step"))
     return LoadedModel(model, cfg, "protoscope", epoch, step, state)

@@ -8,6 +8,7 @@ overflows float32; the result equals the official one wherever that one is finit
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -152,6 +153,19 @@ class SwAV(MethodModule):
         whose ranks kept queue_length / world_size rows each)."""
         self.queue_rows = rows
         self.queue = self.queue.new_zeros(self.queue.shape[0], rows, self.queue.shape[2])
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # A checkpoint of a DDP run holds one rank's queue (queue_length / world_size rows):
+        # take its length, so any loader (resume, analysis) reads it without a special case.
+        queue = state_dict.get(prefix + "queue")
+        if (
+            isinstance(queue, Tensor)
+            and queue.dim() == 3
+            and queue.shape[1] != self.queue.shape[1]
+            and (queue.shape[0], queue.shape[2]) == (self.queue.shape[0], self.queue.shape[2])
+        ):
+            self.resize_queue(int(queue.shape[1]))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     # --- pieces -------------------------------------------------------------------------
     def embed(self, x: Tensor) -> Tensor:

@@ -228,3 +228,17 @@ def test_ddp_ranks_split_the_queue_and_sinkhorn_sees_it_whole() -> None:
     assert single.queue.shape[1] == 12
     expected = _codes_of_steps(single, _queue_batches())
     assert torch.allclose(torch.cat([p["codes"] for p in parts]), expected, atol=1e-5)
+
+
+def test_a_ddp_checkpoints_per_rank_queue_loads_into_one_process() -> None:
+    """A rank of a 2-process run kept queue_length / 2 rows; loading takes that length."""
+    cfg = SwAVConfig(num_prototypes=5, feat_dim=4, hidden_dim=8, queue_length=8)
+    rank_model = SwAV(build_backbone("small_cnn", width=4), cfg)
+    state = rank_model.state_dict()
+    state["queue"] = torch.randn(state["queue"].shape[0], 4, cfg.feat_dim)
+    model = SwAV(build_backbone("small_cnn", width=4), cfg)
+    model.load_state_dict(state)
+    assert model.queue_rows == 4 and torch.equal(model.queue, state["queue"])
+    wrong = dict(state, queue=torch.randn(state["queue"].shape[0], 4, cfg.feat_dim + 1))
+    with pytest.raises(RuntimeError, match="queue"):
+        model.load_state_dict(wrong)
