@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training_quality import curve, put_dotted, throughput
+
 OUT = Path(__file__).resolve().parent / "out"
 
 # The paper's values by group; each group is one row of the README's deviations table.
@@ -91,14 +93,6 @@ def _get(tree: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _put(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        node = node[part]
-    node[parts[-1]] = value
-
-
 def probe_config(method: str, probe: str, minutes: float, threads: int) -> Any:
     """The TrainConfig of one probe: `cpu`, `paper`, or `cpu` with the paper's `probe` group."""
     from models.config import TrainConfig
@@ -116,7 +110,7 @@ def probe_config(method: str, probe: str, minutes: float, threads: int) -> Any:
         if probe != "cpu":
             source = paper.model_dump()
             for key in GROUPS[method][probe]:
-                _put(tree, key, _get(source, key))
+                put_dotted(tree, key, _get(source, key))
     # The values derived from the epochs (PCL's InfoNCE-only share) are in the tree now; the
     # run itself ends with its time budget, and the cosine follows the clock.
     tree["epochs"] = 1000
@@ -127,9 +121,6 @@ def probe_config(method: str, probe: str, minutes: float, threads: int) -> Any:
 
 def run_one(method: str, probe: str, minutes: float, threads: int, out: Path) -> None:
     """Train one probe in this process and write its figures to `out` (JSON)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from training_quality import curve, throughput
-
     from models.train import Trainer
 
     cfg = probe_config(method, probe, minutes, threads)

@@ -40,12 +40,17 @@ def default_config(
     tree = cfg.model_dump()
     tree.update({"max_minutes": minutes})
     for k, v in over.items():
-        node = tree
-        parts = k.split(".")
-        for p in parts[:-1]:
-            node = node[p]
-        node[parts[-1]] = v
+        put_dotted(tree, k, v)
     return TrainConfig.model_validate(tree)
+
+
+def put_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """tree["a"]["b"] = value for dotted = "a.b" (a dumped TrainConfig)."""
+    *parents, name = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node[part]
+    node[name] = value
 
 
 def run(name: str, cfg: TrainConfig) -> list[dict[str, Any]]:
