@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from backend.schemas import METHOD_FIELDS, RUN_FIELD_PATHS, RunCreate, range_text
+from backend.schemas import RunCreate, range_text
+from models.config import FIELD_PATHS, METHOD_FIELDS
 
 log = logging.getLogger("protoscope.api")
 
@@ -61,7 +62,7 @@ def _model_at(path: Sequence[Any]) -> tuple[type[BaseModel], str] | None:
 
 def train_config_errors(err: ValidationError, method: str) -> list[dict[str, Any]]:
     """TrainConfig errors, located at the POST /runs field that set the value."""
-    reverse = {v: k for k, v in RUN_FIELD_PATHS.items()}
+    reverse = {v: k for k, v in FIELD_PATHS.items()}
     for name in METHOD_FIELDS:
         reverse[(method, name)] = name
     out = []

@@ -180,39 +180,6 @@ class RunCreate(BaseModel):
         return value
 
 
-# Request field → where it lands in TrainConfig (method-specific ones get a section prefix).
-RUN_FIELD_PATHS: dict[str, tuple[str, ...]] = {
-    "method": ("method",),
-    "recipe": ("recipe",),
-    "dataset": ("data", "name"),
-    "data_root": ("data", "root"),
-    "download": ("data", "download"),
-    "image_size": ("data", "image_size"),
-    "num_train": ("data", "num_train"),
-    "backbone": ("backbone",),
-    "width": ("width",),
-    "epochs": ("epochs",),
-    "batch_size": ("batch_size",),
-    "lr": ("optim", "lr"),
-    "optimizer": ("optim", "name"),
-    "seed": ("seed",),
-    "max_minutes": ("max_minutes",),
-    "max_steps": ("max_steps",),
-    "device": ("device",),
-    "amp": ("amp",),
-    "num_prototypes": ("swav", "num_prototypes"),
-    "epsilon": ("swav", "epsilon"),
-    "equipartition": ("swav", "equipartition"),
-    "freeze_prototypes_iters": ("swav", "freeze_prototypes_iters"),
-    "sinkhorn_iterations": ("swav", "sinkhorn_iterations"),
-    "num_clusters": ("pcl", "num_clusters"),
-    "fixed_phi": ("pcl", "fixed_phi"),
-    "warmup_epochs": ("pcl", "warmup_epochs"),
-}
-# These two exist in both sections; the run's method picks one.
-METHOD_FIELDS = ("temperature", "queue_length")
-
-
 def _utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
@@ -273,12 +240,20 @@ class Event(BaseModel):
     type: str = Field(description="start | step | epoch | checkpoint | end")
 
 
+class CollapseAlertOut(BaseModel):
+    kind: Literal["one-cluster", "uniform"]
+    message: str = Field(description="what the steps show, naming the numbers")
+
+
 class MetricsPage(BaseModel):
     run_id: int
     status: RunStatus
     events: list[Event]
     next: int = Field(description="pass as ?since= to get what follows")
     more: bool = Field(description="true when the page was full: ask again right away")
+    alert: CollapseAlertOut | None = Field(
+        None, description="the collapse the run's latest steps show; null while healthy"
+    )
 
 
 class CheckpointOut(BaseModel):

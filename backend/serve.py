@@ -1,6 +1,6 @@
 """`protoscope serve`: build the settings, refuse unsafe bindings, run uvicorn on the app.
 
-Kept apart from models/cli.py so the training CLI never imports FastAPI or uvicorn.
+Kept apart from protoscope/cli.py so the training CLI never imports FastAPI or uvicorn.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from models.collapse_rules import RECENT_STEPS
+
 ACTIVE_STATUSES = ("queued", "running")
 TERMINAL_STATUSES = ("completed", "stopped", "failed", "interrupted")
-RUN_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
 # A writer waits this long for another writer's transaction before giving up (ms).
 BUSY_TIMEOUT_MS = 20_000
 
@@ -390,6 +391,19 @@ class Store:
         sql += " ORDER BY id LIMIT ?"
         rows = self.connect().execute(sql, (*args, limit)).fetchall()
         return [(int(i), str(t), event_json(i, run_id, d)) for i, t, d in rows]
+
+    def recent_steps(
+        self, run_id: int, up_to_step: int | None = None, limit: int = RECENT_STEPS
+    ) -> list[dict[str, Any]]:
+        """The run's last `limit` step events (only steps ≤ `up_to_step` when given), oldest
+        first: what the collapse rules read (models/collapse_rules.py)."""
+        sql = "SELECT data FROM events WHERE run_id = ? AND type = 'step'"
+        args: list[Any] = [run_id]
+        if up_to_step is not None:
+            sql += " AND json_extract(data, '$.step') <= ?"
+            args.append(up_to_step)
+        rows = self.connect().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [json.loads(r[0]) for r in reversed(rows.fetchall())]
 
     def max_event_id(self, run_id: int | None = None) -> int:
         if run_id is None:

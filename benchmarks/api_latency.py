@@ -94,7 +94,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (data / "server.log").open("wb")
-    cmd = [sys.executable, "-m", "models.cli", "serve", "--port", str(port), "--data", str(data)]
+    cmd = [sys.executable, "-m", "protoscope", "serve", "--port", str(port), "--data", str(data)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOSCOPE_")}
     server = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training_quality import curve, put_dotted, throughput
+from training_quality import curve, throughput
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -95,7 +95,7 @@ def _get(tree: dict[str, Any], dotted: str) -> Any:
 
 def probe_config(method: str, probe: str, minutes: float, threads: int) -> Any:
     """The TrainConfig of one probe: `cpu`, `paper`, or `cpu` with the paper's `probe` group."""
-    from models.config import TrainConfig
+    from models.config import TrainConfig, set_dotted
     from models.data import load_dataset
     from models.recipes import fit_to_data
 
@@ -110,7 +110,7 @@ def probe_config(method: str, probe: str, minutes: float, threads: int) -> Any:
         if probe != "cpu":
             source = paper.model_dump()
             for key in GROUPS[method][probe]:
-                put_dotted(tree, key, _get(source, key))
+                set_dotted(tree, key, _get(source, key))
     # The values derived from the epochs (PCL's InfoNCE-only share) are in the tree now; the
     # run itself ends with its time budget, and the cosine follows the clock.
     tree["epochs"] = 1000

@@ -5,7 +5,8 @@
 Parts, in order: sinkhorn_speed, kmeans_speed, umap_timing, lightly_throughput,
 cpu_precision, training_quality, training_quality_avx2 (the same with the CPU restricted to
 AVX2: `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`), api_latency, analysis_timing,
-diagnose_resnet50, page_loads, demo_startup (under the AVX2 restriction). Each writes its JSON under
+diagnose_resnet50, diagnose_resnet50_avx2, page_loads, page_loads_avx2, demo_startup (the
+`_avx2` parts and demo_startup under the AVX2 restriction). Each writes its JSON under
 benchmarks/out/run_all/ and its output to a log beside it; RESULTS.md gets the machine (CPU
 model, cores, RAM, library versions, load average at start and end), the date, and one
 section per part with its table and what it means — every figure read from this run's JSON.
@@ -68,7 +69,9 @@ PARTS = [
     Part("api_latency", quick=["--minutes", "0.3", "--requests", "40"]),
     Part("analysis_timing", quick=["--images", "2000", "--minutes", "0.2"]),
     Part("diagnose_resnet50"),
+    Part("diagnose_resnet50_avx2", script="diagnose_resnet50", env=RESTRICTED),
     Part("page_loads"),
+    Part("page_loads_avx2", script="page_loads", env=RESTRICTED),
     Part("demo_startup", full=["--isa-avx2"], quick=["--isa-avx2"], timeout_s=1800.0),
 ]
 
@@ -469,7 +472,12 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     "api_latency": ("API latency under training", sec_api),
     "analysis_timing": ("Analysis timing (map, galleries)", sec_analysis),
     "diagnose_resnet50": ("Diagnose of a released-layout ResNet-50", sec_diagnose_r50),
+    "diagnose_resnet50_avx2": (
+        "Diagnose of a released-layout ResNet-50, CPU restricted to AVX2",
+        sec_diagnose_r50,
+    ),
     "page_loads": ("Analysis pages: cold and cached", sec_page_loads),
+    "page_loads_avx2": ("Analysis pages, CPU restricted to AVX2", sec_page_loads),
     "demo_startup": ("`make demo` on a fresh clone", sec_demo),
 }
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from models.config import TrainConfig
+from models.config import TrainConfig, set_dotted
 from models.train import Trainer
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -40,17 +40,8 @@ def default_config(
     tree = cfg.model_dump()
     tree.update({"max_minutes": minutes})
     for k, v in over.items():
-        put_dotted(tree, k, v)
+        set_dotted(tree, k, v)
     return TrainConfig.model_validate(tree)
-
-
-def put_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """tree["a"]["b"] = value for dotted = "a.b" (a dumped TrainConfig)."""
-    *parents, name = dotted.split(".")
-    node = tree
-    for part in parents:
-        node = node[part]
-    node[name] = value
 
 
 def run(name: str, cfg: TrainConfig) -> list[dict[str, Any]]:

@@ -12,9 +12,11 @@ WORKDIR /app
 # that editing the source or the docs does not reinstall torch: the editable install points at
 # /app, where the real packages are copied next.
 COPY pyproject.toml ./
-RUN mkdir models backend frontend \
- && touch README.md models/__init__.py backend/__init__.py frontend/__init__.py \
+RUN mkdir protoscope models backend frontend \
+ && touch README.md protoscope/__init__.py models/__init__.py backend/__init__.py \
+    frontend/__init__.py \
  && pip install --no-cache-dir -e .
+COPY protoscope ./protoscope
 COPY models ./models
 COPY backend ./backend
 COPY frontend ./frontend

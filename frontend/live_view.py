@@ -15,15 +15,17 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
-def draw_live(events: list[dict[str, Any]], run: Mapping[str, Any]) -> None:
+def draw_live(
+    events: list[dict[str, Any]], run: Mapping[str, Any], alert: Mapping[str, Any] | None = None
+) -> None:
+    """The live view; `alert` is the backend's collapse alert of the latest metrics page."""
     cfg = live.run_config(events) or run.get("config") or {}
     method = cfg.get("method") or run.get("method")
     k = live.num_prototypes(events)
     # ln K is the swapped-prediction loss of flat predictions: a SwAV reference only.
     k_line = k if method == "swav" else None
-    alert = live.collapse_alert(events, method=method)
-    if alert is not None:
-        st.error(f"**Collapse!** {alert.message}", icon=":material/warning:")
+    if alert and alert.get("message"):
+        st.error(f"**Collapse!** {alert['message']}", icon=":material/warning:")
     end = live.last_end(events)
     if end is not None:
         if end.get("status") == "failed":

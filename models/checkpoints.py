@@ -517,9 +517,15 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def _extra(self) -> dict[str, Any]:
+        """What our trainer wrote beside the weights ({} for official files)."""
+        extra = self.payload.get("extra")
+        return extra if isinstance(extra, dict) else {}
+
+    @property
     def epoch_complete(self) -> bool:
         """False for our mid-epoch checkpoints (a stop or a time budget); official ones are."""
-        extra = self.payload.get("extra") if isinstance(self.payload.get("extra"), dict) else {}
+        extra = self._extra
         return self.source != "protoscope" or bool(extra.get("epoch_complete", True))
 
     @property
@@ -533,16 +539,25 @@ class LoadedModel:
             return self.epoch
         return self.epoch + 1 if self.epoch_complete else self.epoch
 
-
     @property
     def epochs_fraction(self) -> float | None:
         """Epochs of training behind the file, fractional (0.4), when it records them; else
         the whole epochs of `epochs_done`."""
-        extra = self.payload.get("extra") if isinstance(self.payload.get("extra"), dict) else {}
+        extra = self._extra
         done = extra.get("epochs_done")
         if isinstance(done, int | float) and not isinstance(done, bool):
             return float(done)
         return None if self.epochs_done is None else float(self.epochs_done)
+
+    @property
+    def recent_steps(self) -> list[dict[str, Any]] | None:
+        """The step events (step, loss, active prototypes) that led to the file, oldest first,
+        as our trainer records them; None for official files and older ones of ours."""
+        extra = self._extra
+        steps = extra.get("recent_steps")
+        if not isinstance(steps, list):
+            return None
+        return [s for s in steps if isinstance(s, dict)] or None
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -21,6 +21,7 @@ import torch
 
 from models.config import DataConfig
 from models.embedding_map import checkpoint_hash, default_cache_dir, map_of
+from models.evaluate import contingency
 from models.features import FeatureKey, Features, analysis_data, cached_features, load_inputs
 
 DEFAULT_K = 10  # k-means K when neither model has prototypes and the data set has no classes
@@ -45,10 +46,7 @@ def match_clusters(a: np.ndarray, b: np.ndarray) -> tuple[Matching, float]:
         raise ValueError(f"assignments differ in length: {a.shape} vs {b.shape}")
     if a.size == 0:
         return [], 1.0
-    va, ia = np.unique(a, return_inverse=True)
-    vb, ib = np.unique(b, return_inverse=True)
-    table = np.zeros((va.size, vb.size), dtype=np.int64)
-    np.add.at(table, (ia, ib), 1)
+    va, vb, table = contingency(a, b)
     rows, cols = linear_sum_assignment(table, maximize=True)
     pairs = [(int(va[r]), int(vb[c]), int(table[r, c])) for r, c in zip(rows, cols, strict=True)]
     pairs.sort(key=lambda p: (-p[2], p[0]))

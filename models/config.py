@@ -6,7 +6,8 @@ models, so an out-of-range value is refused with the field name and the allowed 
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,6 +18,66 @@ AmpMode = Literal["auto", "on", "off"]  # what each means: models/precision.py
 BackboneName = Literal["small_cnn", "resnet18", "resnet50"]
 Positives = Literal["sample", "cluster"]
 Recipe = Literal["cpu", "paper"]
+
+
+def set_dotted(tree: dict[str, Any], key: str | Sequence[str], value: Any) -> None:
+    """tree["a"]["b"] = value for key "a.b" (or ("a", "b")), making the sections on the way.
+
+    The one way a flag, a request field or an override reaches a config tree (the CLI's
+    `--set`, `POST /runs`, the benchmarks). Raises ValueError naming the key when a section on
+    the way is a value.
+    """
+    parts = key.split(".") if isinstance(key, str) else list(key)
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"{'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not a section")
+    node[parts[-1]] = value
+
+
+# The named fields of a run (`POST /runs` fields; the CLI's flags are the same names with
+# dashes) and the config path each one sets. One table for both doors.
+FIELD_PATHS: dict[str, tuple[str, ...]] = {
+    "method": ("method",),
+    "recipe": ("recipe",),
+    "dataset": ("data", "name"),
+    "data_root": ("data", "root"),
+    "download": ("data", "download"),
+    "image_size": ("data", "image_size"),
+    "num_train": ("data", "num_train"),
+    "backbone": ("backbone",),
+    "width": ("width",),
+    "epochs": ("epochs",),
+    "batch_size": ("batch_size",),
+    "lr": ("optim", "lr"),
+    "optimizer": ("optim", "name"),
+    "seed": ("seed",),
+    "max_minutes": ("max_minutes",),
+    "max_steps": ("max_steps",),
+    "device": ("device",),
+    "amp": ("amp",),
+    "num_prototypes": ("swav", "num_prototypes"),
+    "epsilon": ("swav", "epsilon"),
+    "equipartition": ("swav", "equipartition"),
+    "freeze_prototypes_iters": ("swav", "freeze_prototypes_iters"),
+    "sinkhorn_iterations": ("swav", "sinkhorn_iterations"),
+    "num_clusters": ("pcl", "num_clusters"),
+    "fixed_phi": ("pcl", "fixed_phi"),
+    "warmup_epochs": ("pcl", "warmup_epochs"),
+}
+# These two exist in both methods' sections; the run's method picks one.
+METHOD_FIELDS = ("temperature", "queue_length")
+
+
+def apply_fields(tree: dict[str, Any], fields: dict[str, Any], method: str) -> None:
+    """Set each named field that is not None (FIELD_PATHS, METHOD_FIELDS) in a config tree."""
+    for name, path in FIELD_PATHS.items():
+        if fields.get(name) is not None:
+            set_dotted(tree, path, fields[name])
+    for name in METHOD_FIELDS:
+        if fields.get(name) is not None and method in ("swav", "pcl"):
+            set_dotted(tree, (method, name), fields[name])
 
 
 class _Strict(BaseModel):

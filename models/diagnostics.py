@@ -9,11 +9,9 @@ never on Sinkhorn codes, which are balanced by construction and would hide every
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +21,17 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
+from models.collapse_rules import (
+    DUPLICATE_COSINE,
+    LN_K_TOLERANCE,
+    CollapseAlert,
+    Verdict,
+    early_note,
+    ln_k_window,
+    on_ln_k_line,
+    training_log_alert,
+    verdict,
+)
 from models.prototype_usage import entropy
 
 if TYPE_CHECKING:  # the heavy modules are imported where they are used
@@ -52,66 +61,13 @@ __all__ = [
     "phi_vs_size",
     "prototype_redundancy",
     "prototype_usage",
-    "recent_losses_from_run",
     "verdict",
 ]
 
-Verdict = Literal[
-    "healthy",
-    "partial collapse",
-    "uniform collapse",
-    "one-cluster collapse",
-    "dimensional collapse",
-]
-
-# --- thresholds of the verdict ------------------------------------------------------------------
-# Embeddings whose per-dim std is below this fraction of 1/√d have shrunk to (nearly) one point:
-# SimSiam (§4.1) shows ≈ 0 for a collapsed and ≈ 1/√d for a healthy L2-normalised embedding, and
-# a tenth of 1/√d is far below anything a working encoder produces.
-COLLAPSED_STD_RATIO = 0.1
-# At most this many prototypes receiving any image is one cluster (plus a stray or two): the
-# equipartition=False ablation ends with 1–3 active prototypes of 128, a trained model uses tens.
-ONE_CLUSTER_MAX_ACTIVE = 2
-# exp(usage entropy) below this: one prototype takes almost every image even when a few others
-# catch a handful (e.g. 97 % / 2 % / 1 % gives 1.17 effective clusters).
-ONE_CLUSTER_MAX_EFFECTIVE_CLUSTERS = 1.5
-# H(mean p) / ln K below this: the *average* prediction is itself nearly one-hot, i.e. every
-# image is sent to the same prototype (DESIGN.md §3: one-cluster collapse is H(mean p) → 0).
-ONE_CLUSTER_MAX_DIVERSITY = 0.1
-# Mean per-sample entropy at or above this fraction of ln K means flat predictions
-# (DESIGN.md §3: uniform collapse is mean H(p_i) → ln K); 0.95 leaves room for noise.
-UNIFORM_MIN_CONFIDENCE = 0.95
-# …and mutual information H(mean p) − mean H(p_i) at most this fraction of ln K: the predictions
-# say nothing about which image they came from.
-UNIFORM_MAX_MI = 0.05
-# A checkpoint this many epochs old or younger that reads "uniform collapse" gets a note: runs
-# start flat (seen on shapes: flat at epoch 1, healthy at epoch 2 with the default SwAV).
-EARLY_EPOCHS = 2
-# Recent SwAV losses within this fraction of ln K of ln K sit on the uniform-collapse line (the
-# swapped-prediction loss against flat predictions is exactly ln K); a trained default run on
-# `shapes` ends near 2.4 for ln 128 = 4.85, far outside ±3 %.
-LN_K_TOLERANCE = 0.03
-# RankMe below max(DIMENSIONAL_MIN_RANK, DIMENSIONAL_MAX_RANK_FRACTION · d) while the std is
-# not ≈ 0: the embeddings spread, but along a handful of directions only (Jing et al. 2021).
-# Measured on `shapes` (d = 64): default SwAV after 5 min 17.9; default PCL after 5 min 7.2 (its
-# covariance has ~6 non-negligible eigenvalues), after 2 min 4.7 (3 of them) — read as
-# dimensional collapse, which the spectrum bears out.
-DIMENSIONAL_MAX_RANK_FRACTION = 0.1
-DIMENSIONAL_MIN_RANK = 2.0
-# Usage entropy below half of ln K means fewer than √K effective clusters (11 of K = 128): a
-# scale-free line between "over-clusters as SwAV should" and "most prototypes are dead".
-PARTIAL_MIN_USAGE_ENTROPY = 0.5
-# Fewer than this fraction of the prototypes (of min(K, N)) receiving any image is partial
-# collapse too. Deliberately lower than "half": K = 128 on a 10-class set legitimately leaves
-# many prototypes idle, and a trained run using tens of them must read healthy. Measured on the
-# 2000 test images of `shapes`: default SwAV (5 min) 122 of 128 active, usage entropy 0.91.
-PARTIAL_MIN_ACTIVE_FRACTION = 0.15
-
-# --- other constants ----------------------------------------------------------------------------
-DUPLICATE_COSINE = 0.99  # prototypes this close are one prototype twice (SwAV issue #71)
+# Every threshold and the verdict itself live in models/collapse_rules.py, shared with the live
+# alert of the Runs page.
 MAX_LISTED_PAIRS = 1000  # a fully collapsed K = 3000 would list ~4.5 M pairs otherwise
 RANKME_EPS = 1e-7  # Garrido et al. 2023, added to each normalised singular value
-RECENT_LOSSES = 50  # step events read from a run folder for the ln K signature
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -286,21 +242,21 @@ def prototype_redundancy(
     return PrototypeRedundancy(float(values.max()), pairs, int(above.sum()))
 
 
-def loss_plateau(
-    losses: Sequence[float], num_prototypes: int, tolerance: float = LN_K_TOLERANCE
-) -> LossPlateau | None:
-    """Mean of the recent losses against ln K; None without finite losses or with K < 2.
+def loss_plateau(steps: Sequence[Mapping[str, Any]], num_prototypes: int) -> LossPlateau | None:
+    """The ln K rule's window of step losses (collapse_rules.ln_k_window) against ln K; None
+    without losses in it or with K < 2.
 
-    `tolerance` is relative to ln K. Meaningful for SwAV's swapped-prediction loss only: PCL's
-    InfoNCE + ProtoNCE has no ln K line.
+    Meaningful for SwAV's swapped-prediction loss only: PCL's InfoNCE + ProtoNCE has no ln K
+    line.
     """
-    finite = [float(x) for x in losses if math.isfinite(float(x))]
-    if not finite or num_prototypes < 2:
+    window = [x for x in ln_k_window(steps) if math.isfinite(x)]
+    if not window or num_prototypes < 2:
         return None
-    mean = sum(finite) / len(finite)
+    mean = sum(window) / len(window)
     ln_k = math.log(num_prototypes)
-    tol = tolerance * ln_k
-    return LossPlateau(mean, ln_k, mean - ln_k, tol, abs(mean - ln_k) <= tol, len(finite))
+    tol = LN_K_TOLERANCE * ln_k
+    on_line = on_ln_k_line(window, num_prototypes)
+    return LossPlateau(mean, ln_k, mean - ln_k, tol, on_line, len(window))
 
 
 def cluster_assignments(z: Tensor, centroids: Tensor) -> Tensor:
@@ -330,103 +286,6 @@ def phi_vs_size(phi: Tensor, assignments: Tensor, train_sizes: Tensor | None = N
         cluster_sizes=sizes.tolist(),
         train_sizes=train_sizes.long().tolist() if train_sizes is not None else None,
         spearman=_spearman(phi_list, sizes.tolist()),
-    )
-
-
-# --- verdict ------------------------------------------------------------------------------------
-def verdict(
-    embedding: EmbeddingHealth,
-    usage: PrototypeUsage | None = None,
-    assignment: AssignmentEntropy | None = None,
-    plateau: LossPlateau | None = None,
-) -> tuple[Verdict, str]:
-    """One word and one sentence naming the numbers behind it.
-
-    Checked in order, the first that applies wins: flat predictions (uniform), embeddings
-    shrunk to a point (one-cluster), one prototype taking everything (one-cluster), SwAV losses
-    on the ln K line (uniform), few embedding directions (dimensional), many dead prototypes
-    (partial), else healthy. Flat predictions come first because that is DESIGN.md's definition
-    of uniform collapse (mean H(p_i) → ln K) and their argmax lands on whichever prototype is
-    marginally ahead, which mimics one cluster; the equipartition=False ablation shows both (a
-    point embedding whose predictions are flat), and the reason names the std too. Without
-    prototypes (`usage` None) only the embedding is judged.
-    """
-    ratio = embedding.std / embedding.expected_std
-    std_text = f"embedding std {embedding.std:.4f} vs 1/√d = {embedding.expected_std:.4f}"
-    if assignment is not None and assignment.ln_k > 0:
-        conf, mi = assignment.confidence / assignment.ln_k, assignment.mutual_information
-        if conf >= UNIFORM_MIN_CONFIDENCE and mi <= UNIFORM_MAX_MI * assignment.ln_k:
-            return "uniform collapse", (
-                f"Predictions are flat: mean per-sample entropy {assignment.confidence:.3f} nats "
-                f"= {conf:.3f}·ln K (ln K = {assignment.ln_k:.3f}) with mutual information "
-                f"{mi:.3f} nats ({std_text})."
-            )
-    if ratio < COLLAPSED_STD_RATIO:
-        return "one-cluster collapse", (
-            f"The embeddings have shrunk to a point: {std_text} "
-            f"(ratio {ratio:.3f} < {COLLAPSED_STD_RATIO})."
-        )
-    if usage is not None and usage.num_prototypes > 1:
-        reason = _one_cluster_reason(usage, assignment)
-        if reason:
-            return "one-cluster collapse", reason
-    if plateau is not None and plateau.on_ln_k_line:
-        return "uniform collapse", (
-            f"The last {plateau.num_losses} losses average {plateau.mean_loss:.3f}, within "
-            f"{plateau.tolerance:.3f} of ln K = {plateau.ln_k:.3f}: the loss sits on the "
-            "uniform-prediction line."
-        )
-    rank_floor = max(DIMENSIONAL_MIN_RANK, DIMENSIONAL_MAX_RANK_FRACTION * embedding.dim)
-    if embedding.effective_rank < rank_floor:
-        return "dimensional collapse", (
-            f"Effective rank {embedding.effective_rank:.2f} of d = {embedding.dim} is below "
-            f"{rank_floor:.1f} while the {std_text} is not collapsed."
-        )
-    if usage is not None and usage.num_prototypes > 1:
-        possible = min(usage.num_prototypes, usage.num_images)
-        used = usage.active / max(possible, 1)
-        if usage.entropy_norm < PARTIAL_MIN_USAGE_ENTROPY or used < PARTIAL_MIN_ACTIVE_FRACTION:
-            return "partial collapse", (
-                f"Only {usage.active} of {usage.num_prototypes} prototypes are used "
-                f"({usage.effective_clusters:.1f} effective clusters, usage entropy "
-                f"{usage.entropy_norm:.2f}·ln K; healthy needs ≥ {PARTIAL_MIN_USAGE_ENTROPY} and "
-                f"≥ {PARTIAL_MIN_ACTIVE_FRACTION:.0%} active)."
-            )
-    return "healthy", _healthy_reason(embedding, usage, std_text)
-
-
-def _one_cluster_reason(usage: PrototypeUsage, assignment: AssignmentEntropy | None) -> str:
-    """The one-cluster sentence, or "" when usage does not look like one cluster."""
-    possible = min(usage.num_prototypes, usage.num_images)
-    # With only a few prototypes (or images) two active ones can be a genuine split.
-    max_active = max(1, min(ONE_CLUSTER_MAX_ACTIVE, possible // 4))
-    diversity = (
-        assignment.diversity / assignment.ln_k
-        if assignment is not None and assignment.ln_k > 0
-        else None
-    )
-    if (
-        usage.active <= max_active
-        or usage.effective_clusters < ONE_CLUSTER_MAX_EFFECTIVE_CLUSTERS
-        or (diversity is not None and diversity < ONE_CLUSTER_MAX_DIVERSITY)
-    ):
-        div_text = f", H(mean p) = {diversity:.3f}·ln K" if diversity is not None else ""
-        return (
-            f"{usage.active} of {usage.num_prototypes} prototypes receive any image "
-            f"({usage.effective_clusters:.2f} effective clusters, usage entropy "
-            f"{usage.entropy_norm:.3f}·ln K{div_text})."
-        )
-    return ""
-
-
-def _healthy_reason(embedding: EmbeddingHealth, usage: PrototypeUsage | None, std_text: str) -> str:
-    rank_text = f"effective rank {embedding.effective_rank:.1f} of d = {embedding.dim}"
-    if usage is None:
-        return f"No prototypes to judge; the embedding is spread: {std_text}, {rank_text}."
-    return (
-        f"{usage.active} of {usage.num_prototypes} prototypes used "
-        f"({usage.effective_clusters:.1f} effective clusters, usage entropy "
-        f"{usage.entropy_norm:.2f}·ln K), {rank_text}, {std_text}."
     )
 
 
@@ -507,21 +366,28 @@ def diagnose_tensors(
     logits: Tensor | None = None,
     temperature: float = 1.0,
     prototypes: Tensor | None = None,
-    recent_losses: Sequence[float] | None = None,
+    recent_steps: Sequence[Mapping[str, Any]] | None = None,
     labels: Tensor | None = None,
+    method: str = "swav",
 ) -> dict[str, Any]:
     """All the measurements and the verdict for embeddings z (N × d) and optional logits.
 
     Returns the metric fields of `DiagnosticReport` (no checkpoint or data set context).
-    `recent_losses` are compared with ln K (pass them for SwAV only).
+    `recent_steps` are the step events that led to the checkpoint, oldest first: the verdict
+    reads them with the live alert's own rules (models/collapse_rules.py), and for SwAV their
+    losses are compared with ln K.
     """
     health = embedding_health(z)
     has_protos = logits is not None and logits.ndim == 2 and logits.shape[1] > 0
     usage = prototype_usage(logits) if has_protos else None
     entropies = assignment_entropy(logits, temperature) if has_protos else None
-    k = int(logits.shape[1]) if has_protos else None
-    plateau = loss_plateau(recent_losses, k) if recent_losses and k else None
-    word, reason = verdict(health, usage, entropies, plateau)
+    k = int(logits.shape[1]) if logits is not None and has_protos else None
+    steps = list(recent_steps or [])
+    plateau = loss_plateau(steps, k) if steps and k and method == "swav" else None
+    alert: CollapseAlert | None = (
+        training_log_alert(steps, method, k) if steps and has_protos else None
+    )
+    word, reason = verdict(health, usage, entropies, alert)
     out: dict[str, Any] = {
         "verdict": word,
         "reason": reason,
@@ -569,35 +435,6 @@ def diagnose_tensors(
 
 
 # --- from a checkpoint --------------------------------------------------------------------------
-def recent_losses_from_run(
-    checkpoint: Path, up_to_step: int | None = None, limit: int = RECENT_LOSSES
-) -> list[float] | None:
-    """The last `limit` step losses of the run folder `checkpoint` sits in (RUN/checkpoints/).
-
-    Only steps ≤ `up_to_step` count, so an epoch checkpoint is judged on the losses that led to
-    it, not on later ones. None when there is no run folder or no step event.
-    """
-    events = checkpoint.parent.parent / "events.jsonl"
-    if checkpoint.parent.name != "checkpoints" or not events.is_file():
-        return None
-    recent: deque[float] = deque(maxlen=limit)
-    with events.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash must not hide the others
-            if not isinstance(event, dict) or event.get("type") != "step":
-                continue
-            loss, step = event.get("loss"), event.get("step")
-            if not isinstance(loss, int | float):
-                continue
-            if up_to_step is not None and isinstance(step, int) and step > up_to_step:
-                continue
-            recent.append(float(loss))
-    return list(recent) or None
-
-
 def _pcl_clusterings(model: MethodModule, projected: Tensor | None) -> list[PhiVsSize] | None:
     """φ vs size for every clustering of a PCL model, sized on the evaluated images."""
     clusterings = getattr(model, "clusterings", None)
@@ -619,7 +456,7 @@ def diagnose_checkpoint(
     data_root: str | None = None,
     split: str = "test",
     max_images: int | None = 2000,
-    recent_losses: list[float] | None = None,
+    recent_steps: Sequence[Mapping[str, Any]] | None = None,
     progress: Callable[[float, str], None] | None = None,
     amp: str = "auto",
     cache_dir: str | Path | None = None,
@@ -630,8 +467,9 @@ def diagnose_checkpoint(
     (k = 20, T = 0.07) is a fraction in [0, 1] (`weighted_knn_top1` returns one): the train
     split's backbone features (at most `knn_bank_size`) are the bank and the evaluated images the
     queries; for split="train" the bank is the train images after the evaluated ones, and kNN
-    is None when none are left. Without `recent_losses` a checkpoint in RUN/checkpoints/ reads
-    the last RECENT_LOSSES step losses of RUN/events.jsonl (SwAV only: PCL has no ln K line).
+    is None when none are left. The training-log rules read the step events the checkpoint
+    records (written by models/train.py); `recent_steps` stands in for a file that records none
+    (the backend passes the run's stored steps up to the checkpoint's).
     `progress(fraction, message)` is called with fractions from 0 to 1.
 
     Raises CheckpointError for an unusable checkpoint, DatasetError for unusable data and
@@ -656,9 +494,7 @@ def diagnose_checkpoint(
     cfg = loaded.config
     knn = _knn_top1(inputs, split, amp, cache_dir, lambda f, m: report(0.5 + 0.4 * f, m))
     report(0.9, "measuring")
-    if recent_losses is None and cfg.method == "swav":
-        recent_losses = recent_losses_from_run(path, loaded.step)
-    metrics = _measure(cfg, feats, recent_losses)
+    metrics = _measure(cfg, feats, loaded.recent_steps or recent_steps)
     epochs_done = loaded.epochs_done
     metrics["reason"] += early_note(metrics["verdict"], loaded.source, epochs_done)
     pcl = _pcl_clusterings(loaded.model, feats.projected)
@@ -686,24 +522,8 @@ def diagnose_checkpoint(
     return out
 
 
-def early_note(word: str, source: str, epochs_done: int | None) -> str:
-    """A sentence to add to an early checkpoint's "uniform collapse" reason, else ""."""
-    # Every SwAV run starts on the ln K line (random prototypes, frozen for the first
-    # iterations): this early, flat predictions do not yet tell a collapsed run from a healthy
-    # one, and a teacher comparing epoch 1 with epoch 30 should hear that.
-    if word != "uniform collapse" or source != "protoscope" or epochs_done is None:
-        return ""
-    if epochs_done > EARLY_EPOCHS:
-        return ""
-    return (
-        f" This checkpoint is from epoch {epochs_done}: every run starts with flat predictions "
-        "and a healthy one leaves the ln K line within a few epochs, so judge a later "
-        "checkpoint before calling the run collapsed."
-    )
-
-
 def _measure(
-    config: TrainConfig, feats: Features, recent_losses: Sequence[float] | None
+    config: TrainConfig, feats: Features, recent_steps: Sequence[Mapping[str, Any]] | None
 ) -> dict[str, Any]:
     """`diagnose_tensors` on a model's features, choosing the space and what applies."""
     space: Literal["projected", "backbone"] = "projected"
@@ -718,8 +538,9 @@ def _measure(
         feats.logits if has_protos else None,
         config.prediction_temperature,
         feats.prototypes if has_protos else None,
-        recent_losses if config.method == "swav" else None,  # only SwAV's loss has a ln K line
+        recent_steps,
         feats.labels,
+        config.method,
     )
     return {**metrics, "embedding_space": space}
 

@@ -77,13 +77,15 @@ def _as_int_array(values: Tensor | np.ndarray | list[int]) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _contingency(assignments: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Counts (#clusters, #classes) over the ids that occur (ids need not be contiguous)."""
-    _, cluster_ids = np.unique(assignments, return_inverse=True)
-    _, class_ids = np.unique(labels, return_inverse=True)
-    table = np.zeros((cluster_ids.max() + 1, class_ids.max() + 1), dtype=np.int64)
-    np.add.at(table, (cluster_ids, class_ids), 1)
-    return table
+def contingency(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids of a, ids of b, counts): table[i, j] = images with a = ids_a[i] and b = ids_b[j].
+
+    Ids may be any integers (they need not be contiguous); both orders are sorted. Shared by
+    the label scores here and the cluster matching of models/compare.py.
+    """
+    from sklearn.metrics.cluster import contingency_matrix
+
+    return np.unique(a), np.unique(b), contingency_matrix(a, b)
 
 
 def hungarian_accuracy(assignments: np.ndarray, labels: np.ndarray) -> float:
@@ -98,14 +100,14 @@ def hungarian_accuracy(assignments: np.ndarray, labels: np.ndarray) -> float:
     """
     from scipy.optimize import linear_sum_assignment  # lazy: keeps `train` start-up lean
 
-    table = _contingency(assignments, labels)
+    _, _, table = contingency(assignments, labels)
     rows, cols = linear_sum_assignment(table, maximize=True)
     return float(table[rows, cols].sum() / len(labels))
 
 
 def cluster_purity(assignments: np.ndarray, labels: np.ndarray) -> float:
     """Share of images in their cluster's majority class (many-to-one; 1.0 when K ≥ N)."""
-    table = _contingency(assignments, labels)
+    _, _, table = contingency(assignments, labels)
     return float(table.max(axis=1).sum() / len(labels))
 
 

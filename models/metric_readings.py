@@ -4,7 +4,7 @@ The Diagnose page used to print fixed hints beside each number ("one-cluster col
 and on the collapse demo they contradicted the numbers they sat next to: a one-cluster run
 whose softmax is flat has H(mean p) ≈ ln K, not 0, and a collapsed run's loss sits *below*
 ln K. Here each reading is computed from the value with the verdict's own thresholds
-(models/diagnostics.py), so a card can only say what its number shows.
+(models/collapse_rules.py), so a card can only say what its number shows.
 
 A reading is {"tone": "good" | "bad" | "neutral", "text": ...}: "bad" when the value is in
 the range the verdict treats as collapse, "good" when it is in the healthy range, "neutral"
@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from models import diagnostics as d
+from models import collapse_rules as d
 
 Reading = dict[str, str]
 Report = Mapping[str, Any]
@@ -35,7 +35,7 @@ def _num(r: Report, key: str) -> float | None:
 def _active(v: float, r: Report) -> Reading:
     k = int(r.get("num_prototypes") or 0)
     possible = max(1, min(k, int(r.get("num_images") or k)))
-    one = max(1, min(d.ONE_CLUSTER_MAX_ACTIVE, possible // 4))
+    one = d.one_cluster_max_active(k, int(r.get("num_images") or k))
     n = int(v)
     if n <= one:
         return _r("bad", f"Only {n} of {k} prototypes receive any image: one cluster.")
@@ -110,9 +110,7 @@ def _std(v: float, r: Report) -> Reading:
     expected = _num(r, "expected_std") or 0.0
     ratio = v / expected if expected > 0 else 0.0
     if ratio < d.COLLAPSED_STD_RATIO:
-        return _r(
-            "bad", f"{v:.4f}, {ratio:.2f} × 1/√d = {expected:.4f}: shrunk to a point."
-        )
+        return _r("bad", f"{v:.4f}, {ratio:.2f} × 1/√d = {expected:.4f}: shrunk to a point.")
     return _r("good", f"{v:.4f}, {ratio:.2f} × 1/√d = {expected:.4f}: the embeddings spread.")
 
 
@@ -134,8 +132,19 @@ def _max_cosine(v: float, r: Report) -> Reading:
 def _loss_gap(v: float, r: Report) -> Reading:
     ln_k = _num(r, "ln_k") or 0.0
     tol = d.LN_K_TOLERANCE * ln_k
+    n = int(r.get("num_recent_losses") or 0)
+    if r.get("loss_on_ln_k_line"):
+        return _r(
+            "bad",
+            f"{v:+.3f}: each of the last {n} losses within ±{tol:.3f} of ln K, the loss of "
+            "flat predictions.",
+        )
     if abs(v) <= tol:
-        return _r("bad", f"{v:+.3f}, within ±{tol:.3f} of ln K: the loss of flat predictions.")
+        return _r(
+            "neutral",
+            f"{v:+.3f}: on average within ±{tol:.3f} of ln K, but not every one of the last {n} "
+            "losses: the loss is leaving (or nearing) the line of flat predictions.",
+        )
     if v < 0:
         return _r(
             "neutral",

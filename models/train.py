@@ -16,6 +16,7 @@ import os
 import random
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -35,6 +36,7 @@ from models.checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
+from models.collapse_rules import RECENT_STEPS, STEP_FIELDS
 from models.config import TrainConfig
 from models.data import ImageSet, dataset_mean_std, load_dataset
 from models.distributed import DistInfo, all_gather_cat, barrier, init_distributed
@@ -119,12 +121,18 @@ class Trainer:
         self.should_stop = should_stop or (lambda: False)
         self.dist = DistInfo()
         self._events_file: Any = None
+        # The latest logged steps, written into every checkpoint: a checkpoint's verdict reads
+        # its training log with the live alert's rules (models/collapse_rules.py) from the file
+        # alone, with no event log beside it.
+        self.recent_steps: deque[Event] = deque(maxlen=RECENT_STEPS)
 
     # --- events -------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
         if not self.dist.is_main:
             return
         event.setdefault("time", time.time())
+        if event.get("type") == "step":
+            self.recent_steps.append({k: event.get(k) for k in STEP_FIELDS if k in event})
         if self._events_file is not None:
             self._events_file.write(json.dumps(event) + "\n")
             self._events_file.flush()
@@ -250,6 +258,7 @@ class Trainer:
                 "train_seconds": self.train_seconds,
                 "epochs_done": self.epochs_done(),
                 "kind": kind,
+                "recent_steps": list(self.recent_steps),
                 "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             },
         )
@@ -327,6 +336,7 @@ class Trainer:
         extra = payload.get("extra") or {}
         self.step = int(payload["step"])
         self.train_seconds = float(extra.get("train_seconds", 0.0))
+        self.recent_steps.extend(s for s in extra.get("recent_steps") or [] if isinstance(s, dict))
         self._last_checkpoint_at = (self.step, self.train_seconds)
         if self.scaler is not None and isinstance(extra.get("grad_scaler"), dict):
             self.scaler.load_state_dict(extra["grad_scaler"])

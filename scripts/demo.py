@@ -119,7 +119,7 @@ def main() -> int:
         [
             py,
             "-m",
-            "models.cli",
+            "protoscope",
             "serve",
             "--host",
             "127.0.0.1",

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -82,7 +83,7 @@ def backend_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterato
     """
     log = data_dir.parent / f"backend-{data_dir.name}.log"
     port = free_port()
-    cmd = [sys.executable, "-m", "models.cli", "serve", "--host", "127.0.0.1"]
+    cmd = [sys.executable, "-m", "protoscope", "serve", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--data", str(data_dir)]
     # No UMAP warm-up: a test server that never draws a map would compile numba for nothing.
     proc = subprocess.Popen(
@@ -143,3 +144,22 @@ def upload_checkpoint(
     """POST a checkpoint file to the backend, as the app's upload does."""
     files = {"file": (filename, payload, "application/octet-stream")}
     return requests.post(f"{api}/checkpoints", files=files, data=data, timeout=timeout)
+
+
+def finished_run(data_dir: Path, config: dict[str, Any], events: list[dict[str, Any]]) -> int:
+    """A completed run with these events, written into a backend's SQLite file as its worker
+    would have written them (no worker picks a completed run up); its id."""
+    from backend.store import Store, dumps
+
+    store = Store(data_dir / "protoscope.sqlite3", data_dir)
+    with store.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO runs (method, dataset, config, request, status, out_dir, created_at, "
+            "queued_at) VALUES (?, 'shapes', ?, '{}', 'completed', 'runs/finished', ?, ?)",
+            (config.get("method", "swav"), dumps(config), time.time(), time.time()),
+        )
+        run_id = int(cur.lastrowid or 0)
+    for event in events:
+        store.add_event(run_id, event)
+    store.close()
+    return run_id

@@ -22,7 +22,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.servers import ROOT, backend_server, data_files, upload_checkpoint
+from tests.servers import ROOT, backend_server, data_files, finished_run, upload_checkpoint
 
 # Small enough that the oversized-upload test sends little, large enough for a tiny checkpoint.
 UPLOAD_LIMIT_MB = 2
@@ -393,7 +393,7 @@ def test_token_required_when_set(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "models.cli",
+            "protoscope",
             "serve",
             "--port",
             str(port),
@@ -441,7 +441,7 @@ def test_refuses_other_host_without_token(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "models.cli",
+            "protoscope",
             "serve",
             "--host",
             "0.0.0.0",
@@ -460,3 +460,27 @@ def test_refuses_other_host_without_token(tmp_path: Path) -> None:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "PROTOSCOPE_TOKEN" in lines[0], r.stderr
     assert not (tmp_path / "d").exists()  # refused before touching anything
+
+
+def test_metrics_pages_carry_the_collapse_alert(api: str, data_dir: Path) -> None:
+    """The backend judges a run's latest steps (models/collapse_rules.py) and says so with
+    every metrics page; a page that holds no step still carries it."""
+    config = {"method": "swav", "swav": {"num_prototypes": 10}}
+    ids = [
+        finished_run(
+            data_dir,
+            config,
+            [{"type": "step", "step": s, "loss": 1.0, "active_prototypes": a} for s in range(1, 6)],
+        )
+        for a in (8, 1)
+    ]
+    healthy, collapsed = (
+        requests.get(f"{api}/runs/{i}/metrics", timeout=TIMEOUT).json() for i in ids
+    )
+    assert healthy["alert"] is None
+    assert collapsed["alert"]["kind"] == "one-cluster"
+    assert "1 prototype of 10" in collapsed["alert"]["message"]  # K from the run's config
+    later = requests.get(
+        f"{api}/runs/{ids[1]}/metrics", params={"since": collapsed["next"]}, timeout=TIMEOUT
+    ).json()
+    assert later["events"] == [] and later["alert"] == collapsed["alert"]

@@ -73,7 +73,7 @@ class Server:
         self.starts += 1
         log = self.data.parent / f"server-{self.starts}.log"
         port = free_port()
-        cmd = [sys.executable, "-m", "models.cli", "serve", "--port", str(port)]
+        cmd = [sys.executable, "-m", "protoscope", "serve", "--port", str(port)]
         self.proc = subprocess.Popen(
             [*cmd, "--data", str(self.data)],
             cwd=ROOT,

@@ -167,7 +167,7 @@ def test_missing_checkpoint_raises(swav_checkpoint: Path, tmp_path: Path) -> Non
 def _cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PROTOSCOPE_CACHE": str(cache)}  # never the user's cache
     return subprocess.run(
-        [sys.executable, "-m", "models.cli", "compare", *args],
+        [sys.executable, "-m", "protoscope", "compare", *args],
         capture_output=True,
         text=True,
         timeout=300,

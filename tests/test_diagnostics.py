@@ -13,21 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models.collapse_rules import early_note
 from models.diagnostics import (
     DUPLICATE_COSINE,
     assignment_entropy,
     diagnose_checkpoint,
     diagnose_tensors,
-    early_note,
     effective_rank,
     eigen_spectrum,
     embedding_health,
     embedding_std,
-    loss_plateau,
     phi_vs_size,
     prototype_redundancy,
     prototype_usage,
-    recent_losses_from_run,
     verdict,
 )
 from models.evaluate import clustering_scores
@@ -161,18 +159,6 @@ def test_few_directions_is_dimensional_collapse() -> None:
     assert verdict(health)[0] == "dimensional collapse"
 
 
-def test_losses_on_the_ln_k_line() -> None:
-    k = 128
-    on = loss_plateau([math.log(k) + 0.01 * (-1) ** i for i in range(50)], k)
-    off = loss_plateau([2.4] * 50, k)
-    assert on is not None and on.on_ln_k_line and on.num_losses == 50
-    assert off is not None and not off.on_ln_k_line and off.gap < -2
-    assert loss_plateau([], k) is None
-    z, centres, _ = clustered(k=k)
-    out = diagnose_tensors(z, z @ centres.t(), 0.1, centres, recent_losses=[math.log(k)] * 10)
-    assert out["verdict"] == "uniform collapse" and out["loss_on_ln_k_line"] is True
-
-
 def test_duplicate_prototypes_are_found() -> None:
     protos = F.normalize(gaussian(20, 64, seed=2), dim=1)
     protos[7] = 2 * protos[3]  # same direction, other length
@@ -216,19 +202,6 @@ def test_phi_against_cluster_size() -> None:
     assert flat.spearman is None and flat.train_sizes is None
 
 
-def test_recent_losses_come_from_the_run_folder(tmp_path: Path) -> None:
-    (tmp_path / "checkpoints").mkdir()
-    ckpt = tmp_path / "checkpoints" / "epoch_0001.pt"
-    events = [{"type": "start"}] + [
-        {"type": "step", "step": s, "loss": float(s)} for s in range(1, 101)
-    ]
-    lines = [json.dumps(e) for e in events] + ["{truncated"]
-    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
-    assert recent_losses_from_run(ckpt) == [float(s) for s in range(51, 101)]
-    assert recent_losses_from_run(ckpt, up_to_step=60, limit=5) == [56.0, 57.0, 58.0, 59.0, 60.0]
-    assert recent_losses_from_run(tmp_path / "elsewhere.pt") is None
-
-
 # --- real checkpoints ---------------------------------------------------------------------------
 def check_report(report: dict, method: str, n: int) -> None:
     assert report.keys() >= CONTRACT_KEYS
@@ -255,7 +228,7 @@ def test_diagnose_swav_checkpoint(swav_checkpoint: Path) -> None:
     assert report["num_prototypes"] == 10 and report["embedding_space"] == "projected"
     assert report["dataset"] == "shapes" and report["split"] == "test"
     assert report["phi"] is None and report["cluster_sizes"] is None
-    assert report["num_recent_losses"] is not None  # read from the run's events.jsonl
+    assert report["num_recent_losses"] is None  # the tiny run ends before the ln K rule reads
     # Epochs are counted as people count them, as the file names and the checkpoint list do.
     assert report["epoch"] == 2  # last.pt of the 2-epoch tiny run
     first = diagnose_checkpoint(swav_checkpoint.parent / "epoch_0001.pt", max_images=50)
@@ -292,7 +265,7 @@ def test_diagnose_refuses_bad_input(swav_checkpoint: Path, tmp_path: Path) -> No
 # --- command line -------------------------------------------------------------------------------
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "models.cli", "diagnose", *args],
+        [sys.executable, "-m", "protoscope", "diagnose", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -88,51 +88,23 @@ def test_activity_knn_and_phi_figures() -> None:
     assert list(scatter.data[0].x) == [10, 2, 5] and scatter.layout.xaxis.type == "log"
 
 
-# --- collapse alert ------------------------------------------------------------------------------
-def test_collapse_alert_fires_on_few_active_prototypes() -> None:
-    healthy = _steps(10, k=10, active=8)
-    assert live.collapse_alert(healthy) is None
-    collapsed = healthy + _steps(live.COLLAPSE_ACTIVE_WINDOW, k=10, active=1)
-    alert = live.collapse_alert(collapsed)
-    assert alert is not None and alert.kind == "one-cluster"
-    # One odd batch is not enough.
-    assert live.collapse_alert([*healthy, *_steps(1, k=10, active=1)]) is None
+def test_num_prototypes_from_the_steps_else_the_config() -> None:
+    start = {"id": 7, "type": "start", "config": {"method": "swav", "swav": {"num_prototypes": 12}}}
+    assert live.num_prototypes([start]) == 12
+    assert live.num_prototypes([start, *_steps(1, k=5)]) == 5
 
 
-def test_collapse_alert_fires_on_ln_k_plateau_only_after_warm_up() -> None:
-    k = 10
-    flat = [
-        {"type": "step", "step": s, "loss": math.log(k) * 1.01, "num_prototypes": k}
-        for s in range(1, live.LN_K_MIN_STEP + live.LN_K_WINDOW + 1)
-    ]
-    alert = live.collapse_alert(flat, method="swav")
-    assert alert is not None and alert.kind == "uniform" and "2.303" in alert.message
-    assert live.collapse_alert(flat[: live.LN_K_MIN_STEP]) is None  # the start sits there too
-    learning = [dict(e, loss=1.0) for e in flat]
-    assert live.collapse_alert(learning) is None
-    assert live.collapse_alert(flat, method="pcl") is None  # ln K is SwAV's reference
-
-
-def test_flatten_event_and_num_prototypes() -> None:
-    raw = {
-        "id": 7,
-        "type": "start",
-        "data": {"config": {"method": "swav", "swav": {"num_prototypes": 12}}},
-    }
-    ev = live.flatten_event(raw)
-    assert ev["id"] == 7 and ev["config"]["method"] == "swav"
-    assert live.num_prototypes([ev]) == 12
-    assert live.num_prototypes([ev, *_steps(1, k=5)]) == 5
-
-
-def test_parse_metrics_keeps_the_cursor_at_the_newest_id() -> None:
+def test_parse_metrics_takes_the_backend_s_cursor() -> None:
     answer = {
-        "events": [{"id": 4, "type": "step", "data": {"loss": 2.0}}, {"id": 6, "type": "end"}]
+        "events": [{"id": 4, "type": "step", "loss": 2.0}, {"id": 6, "type": "end"}],
+        "next": 6,
+        "more": False,
+        "alert": None,
     }
     events, cursor = live.parse_metrics(answer)
-    assert cursor == 6 and events[0]["loss"] == 2.0
+    assert cursor == 6 and events[0]["loss"] == 2.0 and len(events) == 2
     assert live.parse_metrics({"events": [], "next": 6}) == ([], 6)
-    assert live.parse_metrics([]) == ([], None)
+    assert live.parse_metrics(None) == ([], None)
 
 
 def test_last_end_belongs_to_the_latest_session() -> None:

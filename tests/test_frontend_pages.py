@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.servers import backend_server
+from tests.servers import backend_server, finished_run
 
 APP = str(Path(__file__).resolve().parents[1] / "frontend" / "app.py")
 PAGES = ("runs", "explore", "prototypes", "diagnose", "compare", "learn")
@@ -144,19 +144,6 @@ def _page(backend: Backend, page: str, monkeypatch: pytest.MonkeyPatch, **query:
     for key, value in query.items():
         at.query_params[key] = str(value)
     return _open(at, page)
-
-
-def _until(at: AppTest, done: Callable[[AppTest], bool], what: str) -> AppTest:
-    """Rerun the page (a poll tick) until `done`: the backend answers 202 while it computes."""
-    deadline = time.monotonic() + ANALYSIS_TIMEOUT_S
-    while not done(at):
-        assert not at.exception, [e.value for e in at.exception]
-        assert not at.error, [e.value for e in at.error]
-        assert time.monotonic() < deadline, f"{what} not ready within {ANALYSIS_TIMEOUT_S:.0f} s"
-        time.sleep(1.0)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _texts(at: AppTest) -> str:
@@ -442,3 +429,17 @@ def test_an_image_folder_runs_images_come_from_its_folder(
     at = _until(at, lambda a: len(a.metric) >= 4, "the prototypes on the image folder")
     assert not at.warning, [w.value for w in at.warning]
     assert len(at.get("image")) >= 1
+
+
+def test_runs_page_shows_the_backend_s_collapse_alert(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page judges nothing: the red alert is the one the backend serves with the run's
+    metrics (models/collapse_rules.py), word for word."""
+    steps = [{"type": "step", "step": s, "loss": 1.0, "active_prototypes": 1} for s in (1, 2, 3)]
+    run_id = finished_run(backend.data, {"method": "swav", "swav": {"num_prototypes": 10}}, steps)
+    served = requests.get(f"{backend.url}/runs/{run_id}/metrics", timeout=10).json()["alert"]
+    assert served is not None and served["kind"] == "one-cluster"
+    at = _page(backend, "runs", monkeypatch, run=run_id)
+    shown = [str(e.value) for e in at.error]
+    assert any(e.startswith("**Collapse!**") and served["message"] in e for e in shown), shown

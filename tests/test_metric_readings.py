@@ -44,10 +44,12 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
                 **over,
             }
         )
-        Trainer(cfg, folder, progress=False).run()
+        events: list[dict[str, Any]] = []
+        Trainer(cfg, folder, emit=events.append, progress=False).run()
         out[name] = diagnose_checkpoint(
             folder / "checkpoints" / "last.pt", max_images=300, cache_dir=folder / "cache"
         )
+        out[name]["_steps"] = [e for e in events if e.get("type") == "step"]
     return out
 
 
@@ -121,3 +123,20 @@ def test_the_cards_show_the_readings(reports: dict[str, dict[str, Any]]) -> None
             assert report["readings"][card.key]["text"] in shown
             tone = report["readings"][card.key]["tone"]
             assert shown.startswith({"good": ":green[", "bad": ":red["}.get(tone, "**Here"))
+
+
+def test_the_live_alert_and_the_verdict_agree_on_real_runs(
+    reports: dict[str, dict[str, Any]],
+) -> None:
+    """The rule the Runs page's alert applies to a run's step events names the collapse the
+    verdict of its last checkpoint names, and stays quiet where the verdict finds none."""
+    from models.collapse_rules import training_log_alert
+
+    words = {"one-cluster": "one-cluster collapse", "uniform": "uniform collapse"}
+    collapsed = reports["collapsed"]
+    alert = training_log_alert(collapsed["_steps"], "swav")
+    assert alert is not None, "the collapsed run raised no alert"
+    assert collapsed["verdict"] == words[alert.kind], (alert, collapsed["reason"])
+    healthy = reports["healthy"]
+    assert training_log_alert(healthy["_steps"], "swav") is None
+    assert "collapse" not in healthy["verdict"] or healthy["verdict"] == "dimensional collapse"

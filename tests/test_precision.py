@@ -164,7 +164,7 @@ def test_the_cli_says_which_precision_it_chose_and_why(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "models.cli",
+            "protoscope",
             "train",
             "--config",
             str(config),
@@ -186,7 +186,7 @@ def test_the_cli_says_which_precision_it_chose_and_why(tmp_path: Path) -> None:
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["precision"] in ("float32", "bfloat16")
     bad = subprocess.run(
-        [sys.executable, "-m", "models.cli", "train", "--amp", "fast"],
+        [sys.executable, "-m", "protoscope", "train", "--amp", "fast"],
         capture_output=True,
         text=True,
         timeout=120,

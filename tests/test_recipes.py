@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 import models.pcl as pcl_module
-from models.cli import main as cli_main
 from models.config import TrainConfig
 from models.lars import LARS
 from models.recipes import PAPER, fit_to_data
 from models.train import Trainer
+from protoscope.cli import main as cli_main
 
 
 def _get(cfg: TrainConfig, dotted: str) -> Any:

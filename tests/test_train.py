@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from models.checkpoints import load_checkpoint
-from models.cli import main as cli_main
 from models.config import TrainConfig
 from models.train import Trainer, TrainingError
+from protoscope.cli import main as cli_main
 from tests.conftest import tiny_run_config
 
 
@@ -116,7 +116,7 @@ def test_supervised_baseline_learns(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "models.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "protoscope", *args], capture_output=True, text=True, timeout=120
     )
 
 

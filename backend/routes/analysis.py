@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
@@ -59,17 +60,35 @@ def _answer(
     return JSONResponse(pending.model_dump(), status_code=202, headers={"Retry-After": "1"})
 
 
-def _data_args(svc: Services, dataset: str | None, data_root: str | None) -> dict[str, Any]:
-    return {"dataset": dataset, "data_root": svc.data_root(data_root)}
+@dataclass(frozen=True)
+class Images:
+    """Which images an analysis reads: the query parameters every analysis route shares."""
+
+    dataset: str | None  # None: the data set the checkpoint was trained on
+    data_root: str | None  # checked to lie inside the allowed data roots
+    split: Split
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "data_root": self.data_root}
+
+
+def images_query(
+    dataset: str | None = Query(
+        None, max_length=64, description="evaluate on this data set instead"
+    ),
+    data_root: str | None = Query(
+        None, max_length=4096, description="its folder, inside the allowed roots"
+    ),
+    split: Split = Query("test", description="the data set's train or test split"),
+    svc: Services = Depends(get_services),
+) -> Images:
+    return Images(dataset, svc.data_root(data_root), split)
 
 
 def _feature_cache(svc: Services) -> FsPath:
     """The features every analysis shares (models/features.py), under the data folder."""
     return svc.settings.data_path / "cache" / "features"
-
-
-DatasetQ = Query(None, max_length=64, description="evaluate on this data set instead")
-DataRootQ = Query(None, max_length=4096, description="its folder, inside the allowed roots")
 
 
 @router.get(
@@ -79,14 +98,15 @@ DataRootQ = Query(None, max_length=4096, description="its folder, inside the all
 )
 def diagnostics(
     checkpoint_id: int = CheckpointId,
-    dataset: str | None = DatasetQ,
-    data_root: str | None = DataRootQ,
-    split: Split = "test",
+    images: Images = Depends(images_query),
     max_images: int = Query(2000, ge=1, le=MAX_IMAGES),
     svc: Services = Depends(get_services),
 ) -> Response:
     row, path = svc.checkpoint_path(checkpoint_id)
-    data = _data_args(svc, dataset, data_root)
+    data, split = images.data, images.split
+    # For a file that records no training log (written before checkpoints did), the run's
+    # stored steps up to the checkpoint's stand in.
+    steps = svc.store.recent_steps(row["run_id"], row["step"]) if row.get("run_id") else None
 
     def compute(progress: Progress) -> dict[str, Any]:
         from models.diagnostics import diagnose_checkpoint
@@ -95,6 +115,7 @@ def diagnostics(
             path,
             split=split,
             max_images=max_images,
+            recent_steps=steps,
             progress=progress,
             cache_dir=_feature_cache(svc),
             **data,
@@ -115,9 +136,7 @@ def diagnostics(
 )
 def embedding(
     checkpoint_id: int = CheckpointId,
-    dataset: str | None = DatasetQ,
-    data_root: str | None = DataRootQ,
-    split: Split = "test",
+    images: Images = Depends(images_query),
     max_images: int = Query(5000, ge=1, le=MAX_IMAGES),
     max_fit: int = Query(5000, ge=2, le=MAX_IMAGES),
     n_neighbors: int = Query(15, ge=2, le=200),
@@ -126,7 +145,7 @@ def embedding(
     svc: Services = Depends(get_services),
 ) -> Response:
     _, path = svc.checkpoint_path(checkpoint_id)
-    data = _data_args(svc, dataset, data_root)
+    data, split = images.data, images.split
     params = {
         "split": split,
         "max_images": max_images,
@@ -156,14 +175,12 @@ def embedding(
 def _galleries(
     svc: Services,
     checkpoint_id: int,
-    dataset: str | None,
-    data_root: str | None,
-    split: str,
+    images: Images,
     top_k: int,
     max_images: int | None,
 ) -> tuple[dict[str, Any], Callable[[Progress], Any]]:
     _, path = svc.checkpoint_path(checkpoint_id)
-    data = _data_args(svc, dataset, data_root)
+    data, split = images.data, images.split
     params = {"split": split, "top_k": top_k, "max_images": max_images}
 
     def compute(progress: Progress) -> dict[str, Any]:
@@ -195,14 +212,12 @@ MaxImagesAll = Query(None, ge=1, le=MAX_IMAGES, description="the first N images 
 )
 def prototypes(
     checkpoint_id: int = CheckpointId,
-    dataset: str | None = DatasetQ,
-    data_root: str | None = DataRootQ,
-    split: Split = "test",
+    images: Images = Depends(images_query),
     top_k: int = TopK,
     max_images: int | None = MaxImagesAll,
     svc: Services = Depends(get_services),
 ) -> Response:
-    ident, compute = _galleries(svc, checkpoint_id, dataset, data_root, split, top_k, max_images)
+    ident, compute = _galleries(svc, checkpoint_id, images, top_k, max_images)
     return _answer(svc, "prototypes", ident, compute)
 
 
@@ -214,15 +229,13 @@ def prototypes(
 def gallery(
     checkpoint_id: int = CheckpointId,
     k: int = Path(ge=0, le=100_000, description="prototype number"),
-    dataset: str | None = DatasetQ,
-    data_root: str | None = DataRootQ,
-    split: Split = "test",
+    images: Images = Depends(images_query),
     top_k: int = TopK,
     max_images: int | None = MaxImagesAll,
     svc: Services = Depends(get_services),
 ) -> Response:
     # Shares the cached galleries of /prototypes with the same parameters.
-    ident, compute = _galleries(svc, checkpoint_id, dataset, data_root, split, top_k, max_images)
+    ident, compute = _galleries(svc, checkpoint_id, images, top_k, max_images)
 
     def pick(body: bytes) -> bytes:
         answer = json.loads(body)
@@ -233,7 +246,7 @@ def gallery(
                     "dataset": answer.get("dataset"),
                     "data_root": answer.get("data_root"),
                 }
-                return json.dumps({**entry, **extra, "split": split}).encode()
+                return json.dumps({**entry, **extra, "split": images.split}).encode()
         n = answer.get("num_prototypes", len(answer.get("prototypes", [])))
         raise HTTPException(404, f"no prototype {k}: this checkpoint has {n} (0–{n - 1})")
 
@@ -251,16 +264,14 @@ def gallery(
 def neighbours(
     checkpoint_id: int = CheckpointId,
     index: int = Path(ge=0, le=10_000_000, description="data set index"),
-    dataset: str | None = DatasetQ,
-    data_root: str | None = DataRootQ,
-    split: Split = "test",
+    images: Images = Depends(images_query),
     k: int = Query(12, ge=1, le=256, description="nearest images"),
     k_prototypes: int = Query(5, ge=1, le=256),
     max_images: int | None = MaxImagesAll,
     svc: Services = Depends(get_services),
 ) -> Response:
     _, path = svc.checkpoint_path(checkpoint_id)
-    data = _data_args(svc, dataset, data_root)
+    data, split = images.data, images.split
     params = {"split": split, "k_images": k, "k_prototypes": k_prototypes, "max_images": max_images}
 
     def compute(progress: Progress) -> dict[str, Any]:
@@ -290,15 +301,13 @@ def neighbours(
 def compare(
     a: int = Query(..., ge=1, le=2**62, description="checkpoint id A"),
     b: int = Query(..., ge=1, le=2**62, description="checkpoint id B"),
-    dataset: str | None = DatasetQ,
-    data_root: str | None = DataRootQ,
-    split: Split = "test",
+    images: Images = Depends(images_query),
     max_images: int = Query(2000, ge=1, le=MAX_IMAGES),
     svc: Services = Depends(get_services),
 ) -> Response:
     row_a, path_a = svc.checkpoint_path(a)
     row_b, path_b = svc.checkpoint_path(b)
-    data = _data_args(svc, dataset, data_root)
+    data, split = images.data, images.split
 
     def compute(progress: Progress) -> dict[str, Any]:
         from models.compare import compare_checkpoints

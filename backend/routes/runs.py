@@ -15,8 +15,6 @@ from backend.jobs import JobError
 from backend.paths import NEEDS_ROOT, default_data_root
 from backend.schemas import (
     API_CAPS,
-    METHOD_FIELDS,
-    RUN_FIELD_PATHS,
     ErrorOut,
     MetricsPage,
     RunCreate,
@@ -26,6 +24,7 @@ from backend.schemas import (
 )
 from backend.services import Services, get_services
 from backend.store import dumps
+from models.config import FIELD_PATHS
 
 router = APIRouter(tags=["runs"])
 
@@ -37,34 +36,19 @@ MAX_ID = 2**62
 RunId = Path(ge=1, le=MAX_ID, description="run id")
 
 
-def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    node = tree
-    for part in path[:-1]:
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise HTTPException(
-                422,
-                [{"loc": ["body", "config", part], "msg": "must be an object", "type": "dict"}],
-            )
-        node = nxt
-    node[path[-1]] = value
-
-
 def build_config(body: RunCreate, svc: Services) -> dict[str, Any]:
     """The validated TrainConfig (as JSON) for a POST /runs body; 400/422 when it is not valid."""
-    from models.config import TrainConfig
+    from models.config import TrainConfig, apply_fields, set_dotted
 
     tree: dict[str, Any] = copy.deepcopy(body.config or {})
-    for key, value in (body.overrides or {}).items():
-        _put(tree, tuple(key.split(".")), value)
-    for name, path in RUN_FIELD_PATHS.items():
-        value = getattr(body, name)
-        if value is not None:
-            _put(tree, path, value)
-    for name in METHOD_FIELDS:
-        value = getattr(body, name)
-        if value is not None and body.method in ("swav", "pcl"):
-            _put(tree, (body.method, name), value)
+    try:
+        for key, value in (body.overrides or {}).items():
+            set_dotted(tree, key, value)
+        apply_fields(tree, body.model_dump(), body.method)
+    except ValueError as e:  # a section on the way is a value: config {"data": 3}
+        raise HTTPException(
+            422, [{"loc": ["body", "config"], "msg": str(e), "type": "dict"}]
+        ) from None
     data = tree.get("data") or {}
     # data.root may also come through `config`: every path is checked, whichever field set it.
     if isinstance(data.get("root"), str):
@@ -103,7 +87,7 @@ EXTRA_CAPS: dict[tuple[str, ...], float] = {("data", "seed"): 2**32 - 1}
 def check_caps(config: dict[str, Any]) -> list[dict[str, Any]]:
     """The API's upper bounds (schemas.API_CAPS), whichever of the fields, `config` or
     `overrides` set the value."""
-    limits = [(RUN_FIELD_PATHS[n], cap, n) for n, cap in API_CAPS.items()]
+    limits = [(FIELD_PATHS[n], cap, n) for n, cap in API_CAPS.items()]
     limits += [(path, cap, None) for path, cap in EXTRA_CAPS.items()]
     out = []
     for path, cap, name in limits:
@@ -226,12 +210,24 @@ def resume_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> Ru
         raise HTTPException(e.status_code, e.message) from None
 
 
+def collapse_alert(svc: Services, run: dict[str, Any]) -> dict[str, str] | None:
+    """The collapse the run's latest steps show (models/collapse_rules.py), None while healthy:
+    the Runs page shows what this says and judges nothing itself."""
+    from models.collapse_rules import RECENT_STEPS, num_prototypes_of, training_log_alert
+
+    config = run.get("config") or {}
+    steps = svc.store.recent_steps(run["id"], limit=RECENT_STEPS)
+    alert = training_log_alert(steps, config.get("method"), num_prototypes_of(steps, config))
+    return alert.as_dict() if alert is not None else None
+
+
 @router.get(
     "/runs/{run_id}/metrics",
     response_model=MetricsPage,
     summary="The run's events as JSON, for polling",
     description="Events with id > `since`, oldest first, at most `limit`. Pass the answer's "
-    "`next` as `since` to get what follows; `more` says the page was full.",
+    "`next` as `since` to get what follows; `more` says the page was full. `alert` is the "
+    "collapse the run's latest steps show ({kind, message}), null while they look healthy.",
     responses={404: {"model": ErrorOut}},
 )
 def run_metrics(
@@ -249,6 +245,14 @@ def run_metrics(
     rows = rows[:limit]
     cursor = rows[-1][0] if rows else since
     # The stored JSON is spliced in as is: no decode/encode of thousands of events per poll.
-    head = dumps({"run_id": run_id, "status": run["status"], "next": cursor, "more": more})
+    head = dumps(
+        {
+            "run_id": run_id,
+            "status": run["status"],
+            "next": cursor,
+            "more": more,
+            "alert": collapse_alert(svc, run),
+        }
+    )
     body = f'{head[:-1]},"events":[{",".join(r[2] for r in rows)}]}}'
     return Response(body, media_type="application/json")

@@ -18,7 +18,8 @@ from frontend.run_form import ABLATIONS, parse_ks, run_payload
 LIVE_POLL_S = 2.0
 # A long run's history arrives in pages of 1000 events; read at most this many per tick.
 MAX_PAGES_PER_PULL = 20
-ACTIVE_STATUSES = {"queued", "pending", "starting", "running"}
+# The statuses the backend's run store gives (backend/store.py); the page reads, never adds.
+ACTIVE_STATUSES = {"queued", "running"}
 RESUMABLE_STATUSES = {"stopped", "interrupted", "failed"}
 
 
@@ -186,7 +187,7 @@ def runs_table(runs: list[dict[str, Any]]) -> None:
                 "created (UTC)": str(r.get("created_at") or r.get("created") or "")[:19].replace(
                     "T", " "
                 ),
-                "reason": r.get("reason") or r.get("error") or "",
+                "reason": r.get("reason") or "",
             }
         )
     st.dataframe(rows, hide_index=True, width="stretch")
@@ -224,6 +225,9 @@ def pull_events(c: Client, run_id: Any) -> list[dict[str, Any]]:
     for _ in range(MAX_PAGES_PER_PULL):
         answer = c.metrics(run_id, since=state["cursor"])
         events, cursor = live.parse_metrics(answer)
+        if isinstance(answer, Mapping):
+            # The backend judges collapse on the run's latest steps; every page says it anew.
+            state["alert"] = answer.get("alert")
         if events:
             state["events"].extend(events)
         if cursor is not None:
@@ -244,8 +248,8 @@ def live_view(c: Client, run: Mapping[str, Any]) -> None:
         except BackendError as exc:
             ui.show_error(exc)
             return
-        draw_live(events, run)
         state = _live_state(run["id"])
+        draw_live(events, run, state.get("alert"))
         # The run just ended: rerun the whole page once so status, buttons and polling update.
         end = live.last_end(events)
         if active and end is not None and state.get("end_handled") != end.get("id"):
@@ -275,7 +279,7 @@ def run_controls(c: Client, run: Mapping[str, Any]) -> None:
             c.resume_run(run["id"])
             st.toast("Resuming from the last checkpoint")
             st.rerun()
-    reason = run.get("reason") or run.get("error")
+    reason = run.get("reason")
     if status == "failed" and reason:
         st.error(f"Run failed: {reason}")
 

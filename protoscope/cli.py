@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from models.config import TrainConfig
+from models.config import FIELD_PATHS, METHOD_FIELDS, TrainConfig, apply_fields, set_dotted
 
 ProgressFn = Callable[[float, str], None]
 
@@ -33,14 +33,13 @@ def _validation_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    node = tree
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"--set {key}: {p} is not a section")
-    node[parts[-1]] = value
+def _clusters(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(k) for k in text.split(",")]
+    except ValueError as e:
+        raise ValueError(f"--num-clusters {text!r}: expected e.g. 40,80,160") from e
 
 
 def _parse_value(text: str) -> Any:
@@ -131,62 +130,27 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             tree = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"--config {path}: not valid JSON ({e})") from e
-    flags: dict[str, Any] = {
-        "method": args.method,
-        "recipe": args.recipe,
-        "backbone": args.backbone,
-        "width": args.width,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "max_minutes": args.max_minutes,
-        "max_steps": args.max_steps,
-        "device": args.device,
-        "num_threads": args.threads,
-        "data.name": args.dataset,
-        "data.root": args.data_root,
-        "data.image_size": args.image_size,
-        "data.num_train": args.num_train,
-        "optim.lr": args.lr,
+    # The flags are the named fields of POST /runs with dashes (models/config.FIELD_PATHS);
+    # switches count only when given, so an unset one leaves the recipe's value.
+    fields = {name: getattr(args, name, None) for name in (*FIELD_PATHS, *METHOD_FIELDS)}
+    fields |= {
+        "download": True if args.download else None,
+        "fixed_phi": True if args.fixed_phi else None,
+        "equipartition": False if args.no_equipartition else None,
+        "amp": "off" if args.no_amp else args.amp,
+        "num_clusters": _clusters(args.num_clusters),
     }
-    if args.download:
-        flags["data.download"] = True
-    if args.amp:
-        flags["amp"] = args.amp
-    if args.no_amp:
-        flags["amp"] = "off"
-    method = args.method
-    if method in ("swav", "pcl") and args.temperature is not None:
-        flags[f"{method}.temperature"] = args.temperature
-    if method in ("swav", "pcl") and args.queue_length is not None:
-        flags[f"{method}.queue_length"] = args.queue_length
-    flags.update(
-        {
-            "swav.num_prototypes": args.num_prototypes,
-            "swav.epsilon": args.epsilon,
-            "swav.freeze_prototypes_iters": args.freeze_prototypes_iters,
-            "pcl.warmup_epochs": args.warmup_epochs,
-        }
-    )
-    if args.no_equipartition:
-        flags["swav.equipartition"] = False
-    if args.fixed_phi:
-        flags["pcl.fixed_phi"] = True
-    if args.num_clusters:
-        try:
-            flags["pcl.num_clusters"] = [int(k) for k in args.num_clusters.split(",")]
-        except ValueError as e:
-            raise ValueError(
-                f"--num-clusters {args.num_clusters!r}: expected e.g. 40,80,160"
-            ) from e
-    for key, value in flags.items():
-        if value is not None:
-            _set_dotted(tree, key, value)
+    apply_fields(tree, fields, args.method)
+    if args.threads is not None:
+        set_dotted(tree, "num_threads", args.threads)
     for item in args.set:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
-        _set_dotted(tree, key.strip(), _parse_value(value))
+        try:
+            set_dotted(tree, key.strip(), _parse_value(value))
+        except ValueError as e:
+            raise ValueError(f"--set {e}") from None
     return TrainConfig.model_validate(tree)
 
 
