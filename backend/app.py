@@ -15,15 +15,15 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from backend import errors
-from backend.analysis import AnalysisService
+from backend.analysis_cache import AnalysisService
+from backend.app_services import Services
 from backend.auth import TokenAuth
-from backend.broker import EventBroker
+from backend.event_wakeup import EventBroker
 from backend.images import ImageCache
-from backend.jobs import JobManager
 from backend.routes import analysis, checkpoints, datasets, events, health, runs
-from backend.services import Services
 from backend.settings import Settings
 from backend.store import Store
+from backend.training_jobs import JobManager
 
 log = logging.getLogger("protoscope")
 

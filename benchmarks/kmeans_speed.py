@@ -1,4 +1,4 @@
-"""k-means for PCL's E-step: faiss (as models/pcl.py's run_kmeans uses it) against scikit-learn.
+"""k-means for PCL's E-step: faiss (as models/pcl/estep.py uses it) against scikit-learn.
 
     python benchmarks/kmeans_speed.py [--quick] [--json PATH]
 
@@ -58,7 +58,7 @@ def inertia(x: np.ndarray, centroids: np.ndarray) -> float:
 
 
 def faiss_kmeans(x: np.ndarray, k: int, niter: int = 20, seed: int = 0) -> np.ndarray:
-    """The k-means call of run_kmeans (models/pcl.py), CPU index, returning the centroids."""
+    """The k-means call of run_kmeans (models/pcl/estep.py), CPU index, returning the centroids."""
     n, d = x.shape
     km = faiss.Clustering(d, k)
     km.niter = niter

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from frontend.live import Event, of_type
+from frontend.run_events import Event, of_type
 
 # Long runs log thousands of steps; a heatmap wider than this is binned (mean per bin) so the
 # browser stays responsive and each column is still visible.

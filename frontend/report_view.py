@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from frontend import figures
-from frontend.pages_common import progress_label
+from frontend.pickers import progress_label
 
 
 @dataclass(frozen=True)
@@ -45,25 +45,19 @@ CARDS: list[Card] = [
         "Active prototypes",
         "active_prototypes",
         _of_k,
-        lambda r: (
-            "Prototypes that are the argmax of at least one evaluated image."
-        ),
+        lambda r: "Prototypes that are the argmax of at least one evaluated image.",
     ),
     Card(
         "Usage entropy / ln K",
         "usage_entropy",
         _num(3),
-        lambda r: (
-            "How evenly the images spread over the prototypes, 0 (one) to 1 (even)."
-        ),
+        lambda r: "How evenly the images spread over the prototypes, 0 (one) to 1 (even).",
     ),
     Card(
         "Effective clusters exp(H)",
         "effective_clusters",
         _num(1),
-        lambda r: (
-            "The number of equally used prototypes that would give the same entropy."
-        ),
+        lambda r: "The number of equally used prototypes that would give the same entropy.",
     ),
     Card(
         "Confidence: mean H(pᵢ)",

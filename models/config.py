@@ -213,7 +213,7 @@ class PCLConfig(_Strict):
     # image for one extra key-encoder pass. Off upstream.
     symmetric: bool = False
     proto_weight: float = Field(1.0, ge=0.0, le=100.0, description="weight of ProtoNCE")
-    # ProtoNCE's positive columns (models/pcl.py, proto_nce_logits): "sample" as the official
+    # ProtoNCE's positive columns (models/pcl/proto_nce.py): "sample" as the official
     # code, "cluster" one column per distinct cluster of the batch.
     positives: Positives = "cluster"
     kmeans_iters: int = Field(20, ge=1, le=300)
@@ -221,7 +221,7 @@ class PCLConfig(_Strict):
     # The E-step (a key-encoder pass over the whole training set + k-means) every epoch, as
     # upstream; on a CPU with short epochs it can take a fifth of the training time.
     estep_every_epochs: int = Field(1, ge=1, le=1000, description="E-step every N epochs")
-    # MoCo's shuffle-BN on one process (see models/pcl.py): 1 turns it off. Without it the key
+    # MoCo's shuffle-BN on one process (see models/pcl/model.py): 1 turns it off. Without it the key
     # encoder's BatchNorm sees the same batch as the query's, a shortcut MoCo §3.3 warns of.
     bn_splits: int = Field(1, ge=1, le=64, description="BatchNorm groups (shuffle-BN stand-in)")
 

@@ -200,17 +200,18 @@ def _add_diagnose(sub: Any) -> None:
         "redundancy and label agreement of a checkpoint; print the report as JSON.",
     )
     p.add_argument("checkpoint", help="protoscope, official SwAV or official PCL checkpoint")
-    p.add_argument("--dataset", help="data set to evaluate on (default: the checkpoint's own)")
+    p.add_argument("--pretty", action="store_true", help="a short human summary instead of JSON")
+    _add_analysis_flags(p, "the checkpoint's own")
+
+
+def _add_analysis_flags(p: argparse.ArgumentParser, default_data: str) -> None:
+    """The images an analysis reads and how it runs (every analysis command takes them)."""
+    p.add_argument("--dataset", help=f"data set to evaluate on (default: {default_data})")
     p.add_argument("--data-root", help="folder of cifar10 / stl10 / imagefolder data")
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument(
         "--max-images", type=int, default=2000, help="evaluate the first N images (default 2000)"
     )
-    p.add_argument("--pretty", action="store_true", help="a short human summary instead of JSON")
-    _add_analysis_flags(p)
-
-
-def _add_analysis_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--amp",
         choices=["auto", "on", "off"],
@@ -218,6 +219,14 @@ def _add_analysis_flags(p: argparse.ArgumentParser) -> None:
         help="precision of the forward passes (auto: reduced only where it is faster here)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def _analysis_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of `_add_analysis_flags`, checked."""
+    if args.max_images < 1:
+        _fail(parser, f"--max-images must be ≥ 1, got {args.max_images}")
+    keys = ("dataset", "data_root", "split", "max_images", "amp")
+    return {k: getattr(args, k) for k in keys}
 
 
 def _pct(x: float | None) -> str:
@@ -347,20 +356,11 @@ def _run_analysis(
 def _cmd_diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from models.diagnostics import diagnose_checkpoint
 
-    if args.max_images < 1:
-        _fail(parser, f"--max-images must be ≥ 1, got {args.max_images}")
+    kwargs = _analysis_args(parser, args)
     code, report = _run_analysis(
         parser,
         "diagnose",
-        lambda progress: diagnose_checkpoint(
-            args.checkpoint,
-            dataset=args.dataset,
-            data_root=args.data_root,
-            split=args.split,
-            max_images=args.max_images,
-            progress=progress,
-            amp=args.amp,
-        ),
+        lambda progress: diagnose_checkpoint(args.checkpoint, progress=progress, **kwargs),
         args.quiet,
     )
     if code:
@@ -378,35 +378,21 @@ def _add_compare(sub: Any) -> None:
     )
     p.add_argument("a", help="first checkpoint")
     p.add_argument("b", help="second checkpoint")
-    p.add_argument("--dataset", help="data set to compare on (default: A's own)")
-    p.add_argument("--data-root", help="folder of cifar10 / stl10 / imagefolder data")
-    p.add_argument("--split", choices=["test", "train"], default="test")
-    p.add_argument("--max-images", type=int, default=2000, help="the first N images (2000)")
     p.add_argument("--with-maps", action="store_true", help="include both maps' points")
-    _add_analysis_flags(p)
+    _add_analysis_flags(p, "A's own")
 
 
 def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from models.compare import compare_checkpoints
 
-    if args.max_images < 1:
-        _fail(parser, f"--max-images must be ≥ 1, got {args.max_images}")
+    kwargs = _analysis_args(parser, args)
     for path in (args.a, args.b):
         if not Path(path).is_file():
             _fail(parser, f"{path}: no such checkpoint file")
     code, result = _run_analysis(
         parser,
         "compare",
-        lambda progress: compare_checkpoints(
-            args.a,
-            args.b,
-            dataset=args.dataset,
-            data_root=args.data_root,
-            split=args.split,
-            max_images=args.max_images,
-            progress=progress,
-            amp=args.amp,
-        ),
+        lambda progress: compare_checkpoints(args.a, args.b, progress=progress, **kwargs),
         args.quiet,
     )
     if code:

@@ -42,9 +42,7 @@ def test_pages_on_one_checkpoint_share_one_feature_pass(
     assert counter.calls == [(300, False), (256, True)]
     # A second Diagnose, Explore's map and the galleries read those features from disk.
     second = diagnose_checkpoint(swav_checkpoint, max_images=300, cache_dir=cache)
-    embedding_map(
-        swav_checkpoint, max_images=300, cache_dir=tmp_path / "umap", feature_cache=cache
-    )
+    embedding_map(swav_checkpoint, max_images=300, cache_dir=tmp_path / "umap", feature_cache=cache)
     prototype_galleries(swav_checkpoint, max_images=300, feature_cache=cache)
     assert counter.calls == [(300, False), (256, True)]
     assert second["knn_top1"] == first["knn_top1"]

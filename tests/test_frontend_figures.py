@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from frontend import figures, learn_demos, live, run_form
+from frontend import figures, learn_demos, run_events, run_form
 from frontend.client import BackendError, BackendUnavailable, Client, _detail_text
 
 
@@ -90,8 +90,8 @@ def test_activity_knn_and_phi_figures() -> None:
 
 def test_num_prototypes_from_the_steps_else_the_config() -> None:
     start = {"id": 7, "type": "start", "config": {"method": "swav", "swav": {"num_prototypes": 12}}}
-    assert live.num_prototypes([start]) == 12
-    assert live.num_prototypes([start, *_steps(1, k=5)]) == 5
+    assert run_events.num_prototypes([start]) == 12
+    assert run_events.num_prototypes([start, *_steps(1, k=5)]) == 5
 
 
 def test_parse_metrics_takes_the_backend_s_cursor() -> None:
@@ -101,16 +101,16 @@ def test_parse_metrics_takes_the_backend_s_cursor() -> None:
         "more": False,
         "alert": None,
     }
-    events, cursor = live.parse_metrics(answer)
+    events, cursor = run_events.parse_metrics(answer)
     assert cursor == 6 and events[0]["loss"] == 2.0 and len(events) == 2
-    assert live.parse_metrics({"events": [], "next": 6}) == ([], 6)
-    assert live.parse_metrics(None) == ([], None)
+    assert run_events.parse_metrics({"events": [], "next": 6}) == ([], 6)
+    assert run_events.parse_metrics(None) == ([], None)
 
 
 def test_last_end_belongs_to_the_latest_session() -> None:
     first = [{"type": "start"}, {"type": "end", "status": "stopped"}]
-    assert live.is_finished(first)
-    assert not live.is_finished([*first, {"type": "start"}, {"type": "step", "loss": 1.0}])
+    assert run_events.is_finished(first)
+    assert not run_events.is_finished([*first, {"type": "start"}, {"type": "step", "loss": 1.0}])
 
 
 def test_run_payload_turns_ablations_into_config_switches() -> None:
@@ -276,7 +276,7 @@ def test_detail_text_names_the_field() -> None:
 
 def test_checkpoint_labels_tell_a_paper_run_from_a_cpu_run() -> None:
     """Compare's pickers: a paper checkpoint and a cpu one of the same method and data differ."""
-    from frontend.pages_common import checkpoint_label
+    from frontend.pickers import checkpoint_label
 
     base = {"id": 7, "run_name": "swav", "method": "swav", "dataset": "shapes", "step": 60}
     paper = checkpoint_label({**base, "recipe": "paper"})

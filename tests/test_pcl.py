@@ -500,9 +500,7 @@ def _dist_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # same weights on both ranks, as DDP guarantees
-        cfg = PCLConfig(
-            feat_dim=4, hidden_dim=8, queue_length=16, num_clusters=(3,), head_bn=False
-        )
+        cfg = PCLConfig(feat_dim=4, hidden_dim=8, queue_length=16, num_clusters=(3,), head_bn=False)
         model = PCL(_PerSample(), _PerSample(), cfg, num_train=12)
         data = torch.randn(12, 3, 4, 4, generator=torch.Generator().manual_seed(1))
         torch.manual_seed(100 + rank)  # ranks draw different permutations; rank 0's wins

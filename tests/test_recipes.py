@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import faiss
 import pytest
 import torch
 from torch import nn
 
-import models.pcl as pcl_module
 from models.config import TrainConfig
 from models.lars import LARS
 from models.recipes import PAPER, fit_to_data
@@ -164,14 +164,14 @@ def test_a_paper_pcl_run_uses_per_sample_positives_and_five_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[int] = []
-    real = pcl_module.faiss.Clustering
+    real = faiss.Clustering
 
     class Spy(real):  # type: ignore[misc, valid-type]
         def train(self, *args: Any, **kwargs: Any) -> Any:
             seen.append(int(self.nredo))
             return super().train(*args, **kwargs)
 
-    monkeypatch.setattr(pcl_module.faiss, "Clustering", Spy)
+    monkeypatch.setattr(faiss, "Clustering", Spy)
     cfg = _tiny_paper("pcl", epochs=20, max_steps=24)  # 8 steps an epoch, warm-up 2 epochs
     assert cfg.pcl.warmup_epochs == 2
     Trainer(cfg, tmp_path, progress=False).run()

@@ -178,9 +178,7 @@ def test_lr_warmup_counts_steps_even_when_epochs_is_only_a_bound() -> None:
 
     # A time-budgeted run sets epochs far beyond what it reaches; the warm-up must still last
     # warmup_epochs · steps_per_epoch steps, then follow the cosine.
-    cfg = TrainConfig(
-        epochs=1000, optim={"lr": 0.01, "warmup_epochs": 2, "final_lr_frac": 0.0}
-    )
+    cfg = TrainConfig(epochs=1000, optim={"lr": 0.01, "warmup_epochs": 2, "final_lr_frac": 0.0})
     ramp = [_lr_at(cfg, 0.0, step, steps_per_epoch=100) for step in (0, 99, 199, 300)]
     assert ramp[0] == pytest.approx(0.01 / 200)
     assert ramp[1] == pytest.approx(0.01 * 100 / 200)

@@ -1,6 +1,6 @@
 """Analyses of checkpoints: diagnostics, UMAP map, prototypes and galleries, neighbours, compare.
 
-Each answer is computed by `models/` on the analysis pool (see backend/analysis.py). While it
+Each answer is computed by `models/` on the analysis pool (see backend/analysis_cache.py). While it
 is computed the route answers 202 with `{"status": "running", "progress", "message"}`; ask
 again (the `Retry-After` header says when). Results are cached by the checkpoint file's
 identity and every parameter, in memory and as JSON files under `<data dir>/cache/analysis`.
@@ -17,9 +17,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 
-from backend.analysis import AnalysisFailed, Progress, Ready
+from backend.analysis_cache import AnalysisFailed, Progress, Ready
+from backend.app_services import Services, get_services
 from backend.schemas import ErrorOut, Pending
-from backend.services import Services, get_services
 
 router = APIRouter(tags=["analysis"])
 
@@ -91,6 +91,37 @@ def _feature_cache(svc: Services) -> FsPath:
     return svc.settings.data_path / "cache" / "features"
 
 
+def _umap_cache(svc: Services) -> FsPath:
+    return svc.settings.data_path / "cache" / "umap"
+
+
+# models' analysis of one checkpoint: f(path, progress=…, feature_cache=…, dataset=…,
+# data_root=…, split=…, **params) → a JSON-able dict.
+Analysis = Callable[..., dict[str, Any]]
+
+
+def _of_checkpoint(
+    svc: Services,
+    kind: str,
+    checkpoint_id: int,
+    images: Images,
+    params: dict[str, Any],
+    analysis: Callable[[], Analysis],
+    pick: Callable[[bytes], bytes] | None = None,
+) -> Response:
+    """Answer one analysis of one checkpoint: cached by the file's identity and every
+    parameter, computed on the analysis pool. `analysis` imports the models function lazily
+    (the server starts without torch)."""
+    row, path = svc.checkpoint_path(checkpoint_id)
+    args = {**images.data, "split": images.split, **params}
+
+    def compute(progress: Progress) -> dict[str, Any]:
+        out = analysis()(path, progress=progress, feature_cache=_feature_cache(svc), **args)
+        return {**out, "checkpoint": row["path"], "checkpoint_id": checkpoint_id}
+
+    return _answer(svc, kind, {"ckpt": _identity(path), **args}, compute, pick)
+
+
 @router.get(
     "/checkpoints/{checkpoint_id}/diagnostics",
     summary="Collapse diagnostics and the verdict",
@@ -102,28 +133,21 @@ def diagnostics(
     max_images: int = Query(2000, ge=1, le=MAX_IMAGES),
     svc: Services = Depends(get_services),
 ) -> Response:
-    row, path = svc.checkpoint_path(checkpoint_id)
-    data, split = images.data, images.split
+    row, _ = svc.checkpoint_path(checkpoint_id)
     # For a file that records no training log (written before checkpoints did), the run's
     # stored steps up to the checkpoint's stand in.
     steps = svc.store.recent_steps(row["run_id"], row["step"]) if row.get("run_id") else None
 
-    def compute(progress: Progress) -> dict[str, Any]:
+    def analysis() -> Analysis:
         from models.diagnostics import diagnose_checkpoint
 
-        report = diagnose_checkpoint(
-            path,
-            split=split,
-            max_images=max_images,
-            recent_steps=steps,
-            progress=progress,
-            cache_dir=_feature_cache(svc),
-            **data,
-        )
-        return {**report, "checkpoint": row["path"], "checkpoint_id": checkpoint_id}
+        def run(path: FsPath, feature_cache: FsPath, **kw: Any) -> dict[str, Any]:
+            return diagnose_checkpoint(path, cache_dir=feature_cache, recent_steps=steps, **kw)
 
-    ident = {"ckpt": _identity(path), "split": split, "max_images": max_images, **data}
-    return _answer(svc, "diagnostics", ident, compute)
+        return run
+
+    params = {"max_images": max_images}
+    return _of_checkpoint(svc, "diagnostics", checkpoint_id, images, params, analysis)
 
 
 @router.get(
@@ -144,10 +168,7 @@ def embedding(
     seed: int = Query(0, ge=0, le=2**31 - 1),
     svc: Services = Depends(get_services),
 ) -> Response:
-    _, path = svc.checkpoint_path(checkpoint_id)
-    data, split = images.data, images.split
     params = {
-        "split": split,
         "max_images": max_images,
         "max_fit": max_fit,
         "n_neighbors": n_neighbors,
@@ -155,47 +176,18 @@ def embedding(
         "seed": seed,
     }
 
-    def compute(progress: Progress) -> dict[str, Any]:
+    def analysis() -> Analysis:
         from models.embedding_map import embedding_map
 
-        cache = svc.settings.data_path / "cache" / "umap"
-        out = embedding_map(
-            path,
-            cache_dir=cache,
-            progress=progress,
-            feature_cache=_feature_cache(svc),
-            **data,
-            **params,
-        )
-        return {**out, "checkpoint_id": checkpoint_id}
+        return lambda path, **kw: embedding_map(path, cache_dir=_umap_cache(svc), **kw)
 
-    return _answer(svc, "embedding", {"ckpt": _identity(path), **params, **data}, compute)
+    return _of_checkpoint(svc, "embedding", checkpoint_id, images, params, analysis)
 
 
-def _galleries(
-    svc: Services,
-    checkpoint_id: int,
-    images: Images,
-    top_k: int,
-    max_images: int | None,
-) -> tuple[dict[str, Any], Callable[[Progress], Any]]:
-    _, path = svc.checkpoint_path(checkpoint_id)
-    data, split = images.data, images.split
-    params = {"split": split, "top_k": top_k, "max_images": max_images}
+def _galleries() -> Analysis:
+    from models.galleries import prototype_galleries
 
-    def compute(progress: Progress) -> dict[str, Any]:
-        from models.galleries import prototype_galleries
-
-        out = prototype_galleries(
-            path,
-            progress=progress,
-            feature_cache=_feature_cache(svc),
-            **data,
-            **params,  # type: ignore[arg-type]
-        )
-        return {**out, "checkpoint_id": checkpoint_id}
-
-    return {"ckpt": _identity(path), **params, **data}, compute
+    return prototype_galleries
 
 
 TopK = Query(16, ge=1, le=256, description="images per prototype")
@@ -217,8 +209,8 @@ def prototypes(
     max_images: int | None = MaxImagesAll,
     svc: Services = Depends(get_services),
 ) -> Response:
-    ident, compute = _galleries(svc, checkpoint_id, images, top_k, max_images)
-    return _answer(svc, "prototypes", ident, compute)
+    params = {"top_k": top_k, "max_images": max_images}
+    return _of_checkpoint(svc, "prototypes", checkpoint_id, images, params, _galleries)
 
 
 @router.get(
@@ -234,9 +226,6 @@ def gallery(
     max_images: int | None = MaxImagesAll,
     svc: Services = Depends(get_services),
 ) -> Response:
-    # Shares the cached galleries of /prototypes with the same parameters.
-    ident, compute = _galleries(svc, checkpoint_id, images, top_k, max_images)
-
     def pick(body: bytes) -> bytes:
         answer = json.loads(body)
         for entry in answer.get("prototypes", []):
@@ -250,7 +239,9 @@ def gallery(
         n = answer.get("num_prototypes", len(answer.get("prototypes", [])))
         raise HTTPException(404, f"no prototype {k}: this checkpoint has {n} (0–{n - 1})")
 
-    return _answer(svc, "prototypes", ident, compute, pick)
+    # Shares the cached galleries of /prototypes with the same parameters.
+    params = {"top_k": top_k, "max_images": max_images}
+    return _of_checkpoint(svc, "prototypes", checkpoint_id, images, params, _galleries, pick)
 
 
 @router.get(
@@ -270,25 +261,14 @@ def neighbours(
     max_images: int | None = MaxImagesAll,
     svc: Services = Depends(get_services),
 ) -> Response:
-    _, path = svc.checkpoint_path(checkpoint_id)
-    data, split = images.data, images.split
-    params = {"split": split, "k_images": k, "k_prototypes": k_prototypes, "max_images": max_images}
+    params = {"index": index, "k_images": k, "k_prototypes": k_prototypes, "max_images": max_images}
 
-    def compute(progress: Progress) -> dict[str, Any]:
+    def analysis() -> Analysis:
         from models.galleries import image_neighbours
 
-        out = image_neighbours(
-            path,
-            index,
-            progress=progress,
-            feature_cache=_feature_cache(svc),
-            **data,
-            **params,  # type: ignore[arg-type]
-        )
-        return {**out, "checkpoint_id": checkpoint_id}
+        return image_neighbours
 
-    ident = {"ckpt": _identity(path), "index": index, **params, **data}
-    return _answer(svc, "neighbours", ident, compute)
+    return _of_checkpoint(svc, "neighbours", checkpoint_id, images, params, analysis)
 
 
 @router.get(
@@ -307,18 +287,17 @@ def compare(
 ) -> Response:
     row_a, path_a = svc.checkpoint_path(a)
     row_b, path_b = svc.checkpoint_path(b)
-    data, split = images.data, images.split
+    data = images.data
 
     def compute(progress: Progress) -> dict[str, Any]:
         from models.compare import compare_checkpoints
 
-        cache = svc.settings.data_path / "cache" / "umap"
         out = compare_checkpoints(
             path_a,
             path_b,
-            split=split,
+            split=images.split,
             max_images=max_images,
-            cache_dir=cache,
+            cache_dir=_umap_cache(svc),
             progress=progress,
             feature_cache=_feature_cache(svc),
             **data,
@@ -329,7 +308,7 @@ def compare(
     ident = {
         "a": _identity(path_a),
         "b": _identity(path_b),
-        "split": split,
+        "split": images.split,
         "max_images": max_images,
         **data,
     }

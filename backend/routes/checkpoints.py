@@ -11,8 +11,8 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
+from backend.app_services import Services, get_services
 from backend.schemas import CheckpointOut, ErrorOut
-from backend.services import Services, get_services
 from backend.uploads import UploadError, UploadTooLarge, receive_upload
 
 router = APIRouter(tags=["checkpoints"])

@@ -6,10 +6,10 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
+from backend.app_services import Services, get_services
 from backend.images import NATIVE_SIZE, to_png
 from backend.paths import NEEDS_ROOT, default_data_root
 from backend.schemas import DatasetOut, ErrorOut
-from backend.services import Services, get_services
 
 router = APIRouter(tags=["datasets"])
 

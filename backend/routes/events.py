@@ -17,7 +17,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from backend.services import Services, get_services
+from backend.app_services import Services, get_services
 from backend.store import TERMINAL_STATUSES
 
 router = APIRouter(tags=["runs"])

@@ -6,8 +6,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, Depends
 
+from backend.app_services import Services, get_services
 from backend.schemas import HealthOut
-from backend.services import Services, get_services
 
 router = APIRouter(tags=["service"])
 

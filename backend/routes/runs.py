@@ -10,8 +10,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import ValidationError
 
+from backend.app_services import Services, get_services
 from backend.errors import train_config_errors
-from backend.jobs import JobError
 from backend.paths import NEEDS_ROOT, default_data_root
 from backend.schemas import (
     API_CAPS,
@@ -22,8 +22,8 @@ from backend.schemas import (
     RunStatus,
     range_text,
 )
-from backend.services import Services, get_services
 from backend.store import dumps
+from backend.training_jobs import JobError
 from models.config import FIELD_PATHS
 
 router = APIRouter(tags=["runs"])

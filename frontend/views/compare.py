@@ -7,8 +7,8 @@ from typing import Any
 
 import streamlit as st
 
-from frontend import figures, ui
-from frontend.pages_common import (
+from frontend import figures, widgets
+from frontend.pickers import (
     checkpoint_label,
     choose_checkpoint,
     choose_data,
@@ -95,7 +95,7 @@ def main() -> None:
         "Two checkpoints on the same images: their maps aligned, their clusters matched "
         "(Hungarian), how each metric moved, and which prototypes gained or lost images."
     )
-    c = ui.require_backend()
+    c = widgets.require_backend()
     left, right = st.columns(2)
     with left:
         a = choose_checkpoint(c, key="cmp_a", label="A", shared="compare_a")
@@ -108,7 +108,7 @@ def main() -> None:
     data = choose_data(c, a, key="cmp")  # both run on these images; by default A's
     if data is None:
         return
-    answer = ui.await_result(
+    answer = widgets.await_result(
         f"cmp:{a['id']}:{b['id']}{data.tag}",
         lambda: c.compare(a["id"], b["id"], **data.params()),
         f"Comparing {checkpoint_label(a)} with {checkpoint_label(b)}",

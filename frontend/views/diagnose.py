@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from frontend import ui
-from frontend.pages_common import checkpoint_label, choose_checkpoint, choose_data
+from frontend import widgets
+from frontend.pickers import checkpoint_label, choose_checkpoint, choose_data
 from frontend.report_view import show_report
 
 
 def main() -> None:
     st.title("Diagnose")
     st.caption("Is this checkpoint healthy, or has it collapsed — and which kind of collapse?")
-    c = ui.require_backend()
+    c = widgets.require_backend()
     ckpt = choose_checkpoint(c, key="diag_ckpt")
     if ckpt is None:
         return
@@ -21,8 +21,8 @@ def main() -> None:
         return
     result_key = f"diag:{ckpt['id']}{data.tag}"
     if st.button("Recompute", key="diag_recompute", help="Ask the backend again"):
-        ui.forget(result_key)
-    report = ui.await_result(
+        widgets.forget(result_key)
+    report = widgets.await_result(
         result_key,
         lambda: c.diagnostics(ckpt["id"], **data.params()),
         f"Diagnosing {checkpoint_label(ckpt)}",

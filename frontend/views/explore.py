@@ -7,9 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from frontend import figures, hover_map, ui
+from frontend import figures, hover_map, widgets
 from frontend.client import Client
-from frontend.pages_common import (
+from frontend.pickers import (
     COLOUR_KEYS,
     DataChoice,
     checkpoint_label,
@@ -42,7 +42,7 @@ def selected_panel(
 ) -> None:
     first = chosen[0]
     p = by_index.get(first, {})
-    picture = ui.image_bytes(dataset, first, size=160, data_root=data_root)
+    picture = widgets.image_bytes(dataset, first, size=160, data_root=data_root)
     if picture is not None:
         st.image(picture, width=160)
     label = p.get("label")
@@ -51,7 +51,7 @@ def selected_panel(
         f"**Image {first}** · label {label_text} · cluster {p.get('cluster')}"
         + (f" · confidence {p['confidence']:.2f}" if isinstance(p.get("confidence"), float) else "")
     )
-    answer = ui.await_result(
+    answer = widgets.await_result(
         f"nb:{ckpt['id']}:{first}{data.tag}",
         lambda: c.neighbours(ckpt["id"], first, k=NEIGHBOURS, **data.params()),
         "Finding its nearest images",
@@ -59,7 +59,7 @@ def selected_panel(
     indices = _neighbour_indices(answer)
     if indices:
         st.caption("Nearest images in the embedding")
-        ui.image_grid(dataset, indices[:NEIGHBOURS], columns=4, data_root=data_root)
+        widgets.image_grid(dataset, indices[:NEIGHBOURS], columns=4, data_root=data_root)
 
 
 def _neighbour_indices(answer: Any) -> list[int]:
@@ -79,14 +79,14 @@ def main() -> None:
         "label and cluster; click it to see its nearest images, or pick the box or lasso tool "
         "(the chart's tool bar) to see many at once."
     )
-    c = ui.require_backend()
+    c = widgets.require_backend()
     ckpt = choose_checkpoint(c, key="explore_ckpt")
     if ckpt is None:
         return
     data = choose_data(c, ckpt, key="explore")
     if data is None:
         return
-    answer = ui.await_result(
+    answer = widgets.await_result(
         f"emb:{ckpt['id']}{data.tag}",
         lambda: c.embedding(ckpt["id"], **data.params()),
         f"Computing the UMAP map of {checkpoint_label(ckpt)}",
@@ -133,7 +133,7 @@ def main() -> None:
             st.caption(f"Showing the first {MAX_GALLERY}.")
         shown = chosen[:MAX_GALLERY]
         captions = [f"#{i} · c{by_index.get(i, {}).get('cluster')}" for i in shown]
-        ui.image_grid(dataset, shown, captions=captions, columns=12, data_root=root)
+        widgets.image_grid(dataset, shown, captions=captions, columns=12, data_root=root)
     # Last, so the map and any selection are on screen while the thumbnails are fetched (once).
     hover_map.hover_previews(map_key, dataset, [p["index"] for p in points], data_root=root)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from frontend import ui
+from frontend import widgets
 from frontend.client import Client
-from frontend.pages_common import (
+from frontend.pickers import (
     DataChoice,
     checkpoint_label,
     choose_checkpoint,
@@ -79,13 +79,13 @@ def prototype_row(
             if inline:
                 indices = gallery_indices(inline)
             else:
-                answer = ui.await_result(
+                answer = widgets.await_result(
                     f"gal:{ckpt['id']}:{k}{data.tag}",
                     lambda: c.gallery(ckpt["id"], k, top_k=TOP_K, **data.params()),
                     f"Nearest images of prototype {k}",
                 )
                 indices = gallery_indices(answer) if answer is not None else []
-            ui.image_grid(dataset, indices[:TOP_K], columns=TOP_K, data_root=data_root)
+            widgets.image_grid(dataset, indices[:TOP_K], columns=TOP_K, data_root=data_root)
 
 
 def main() -> None:
@@ -94,14 +94,14 @@ def main() -> None:
         "Each prototype with the images nearest to it (cosine), how many images it wins "
         "(argmax of the predictions) and, for PCL, its concentration φ."
     )
-    c = ui.require_backend()
+    c = widgets.require_backend()
     ckpt = choose_checkpoint(c, key="proto_ckpt")
     if ckpt is None:
         return
     data = choose_data(c, ckpt, key="proto")
     if data is None:
         return
-    answer = ui.await_result(
+    answer = widgets.await_result(
         f"proto:{ckpt['id']}{data.tag}",
         lambda: c.prototypes(ckpt["id"], **data.params()),
         f"Measuring the prototypes of {checkpoint_label(ckpt)}",

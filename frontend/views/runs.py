@@ -8,10 +8,10 @@ from typing import Any
 
 import streamlit as st
 
-from frontend import live, ui
+from frontend import run_events, widgets
 from frontend.client import BackendError, Client
-from frontend.live_view import draw_live
-from frontend.pages_common import list_runs, runs_of
+from frontend.live_charts import draw_live
+from frontend.pickers import list_runs, runs_of
 from frontend.run_form import ABLATIONS, parse_ks, run_payload
 
 # A live view asks for new events this often; each tick reruns only its fragment.
@@ -150,7 +150,7 @@ def start_form(c: Client) -> None:
         with st.spinner("Starting the run…"):
             created = c.create_run(run_payload(form))
     except BackendError as exc:
-        ui.show_error(exc)
+        widgets.show_error(exc)
         return
     run_id = (created or {}).get("id")
     st.session_state["_keep_run"] = run_id
@@ -224,7 +224,7 @@ def pull_events(c: Client, run_id: Any) -> list[dict[str, Any]]:
     state = _live_state(run_id)
     for _ in range(MAX_PAGES_PER_PULL):
         answer = c.metrics(run_id, since=state["cursor"])
-        events, cursor = live.parse_metrics(answer)
+        events, cursor = run_events.parse_metrics(answer)
         if isinstance(answer, Mapping):
             # The backend judges collapse on the run's latest steps; every page says it anew.
             state["alert"] = answer.get("alert")
@@ -246,12 +246,12 @@ def live_view(c: Client, run: Mapping[str, Any]) -> None:
         try:
             events = pull_events(c, run["id"])
         except BackendError as exc:
-            ui.show_error(exc)
+            widgets.show_error(exc)
             return
         state = _live_state(run["id"])
         draw_live(events, run, state.get("alert"))
         # The run just ended: rerun the whole page once so status, buttons and polling update.
-        end = live.last_end(events)
+        end = run_events.last_end(events)
         if active and end is not None and state.get("end_handled") != end.get("id"):
             state["end_handled"] = end.get("id")
             st.rerun(scope="app")
@@ -265,7 +265,7 @@ def run_controls(c: Client, run: Mapping[str, Any]) -> None:
     if cols[0].button(
         "Stop", icon=":material/stop:", key="run_stop", disabled=status not in ACTIVE_STATUSES
     ):
-        with ui.backend_errors(stop=False):
+        with widgets.backend_errors(stop=False):
             c.stop_run(run["id"])
             st.toast("Stop requested: the run saves a checkpoint and ends")
             st.rerun()
@@ -275,7 +275,7 @@ def run_controls(c: Client, run: Mapping[str, Any]) -> None:
         key="run_resume",
         disabled=status not in RESUMABLE_STATUSES,
     ):
-        with ui.backend_errors(stop=False):
+        with widgets.backend_errors(stop=False):
             c.resume_run(run["id"])
             st.toast("Resuming from the last checkpoint")
             st.rerun()
@@ -317,7 +317,7 @@ def import_form(c: Client) -> None:
 
 def main() -> None:
     st.title("Runs")
-    c = ui.require_backend()
+    c = widgets.require_backend()
     runs = list_runs(c)
     with st.expander("Start a new run", expanded=not runs):
         start_form(c)
@@ -330,7 +330,7 @@ def main() -> None:
     runs_table_live(c, runs)
     by_id = {r["id"]: r for r in runs}
     st.subheader("Live view")
-    chosen = ui.pick(
+    chosen = widgets.pick(
         "Run",
         list(by_id),
         lambda i: run_label(by_id[i]),

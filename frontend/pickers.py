@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from frontend import ui
+from frontend import widgets
 from frontend.client import Client
 
 # Per-point values the map can be coloured by (the embedding answer may carry each).
@@ -27,7 +27,7 @@ def _items(answer: Any, *names: str) -> list[dict[str, Any]]:
 
 
 def list_checkpoints(c: Client) -> list[dict[str, Any]]:
-    with ui.backend_errors():
+    with widgets.backend_errors():
         return _items(c.checkpoints(), "checkpoints", "items")
 
 
@@ -37,7 +37,7 @@ def runs_of(answer: Any) -> list[dict[str, Any]]:
 
 
 def list_runs(c: Client) -> list[dict[str, Any]]:
-    with ui.backend_errors():
+    with widgets.backend_errors():
         return runs_of(c.runs())
 
 
@@ -86,7 +86,7 @@ def choose_checkpoint(
     wanted = st.query_params.get(shared)
     if index and f"_keep_{shared}" not in st.session_state and wanted not in [str(i) for i in ids]:
         st.session_state[f"_keep_{shared}"] = ids[min(index, len(ids) - 1)]
-    chosen = ui.pick(
+    chosen = widgets.pick(
         label,
         ids,
         lambda i: checkpoint_label(by_id[i]),
@@ -127,7 +127,7 @@ def choose_data(c: Client, ckpt: Mapping[str, Any], key: str) -> DataChoice | No
     """
     own = ckpt.get("dataset")
     own_text = f"its own ({own})" if own else "none stored: shapes"
-    with ui.backend_errors():
+    with widgets.backend_errors():
         listed = _items(c.datasets(), "datasets")
     by_name = {str(d["name"]): d for d in listed if "name" in d}
     current = st.session_state.get(f"{key}_data", OWN_DATA)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request
 
-from backend.analysis import AnalysisService
-from backend.broker import EventBroker
+from backend.analysis_cache import AnalysisService
+from backend.event_wakeup import EventBroker
 from backend.images import ImageCache
-from backend.jobs import JobManager
 from backend.paths import DataRootError, resolve_data_root
 from backend.settings import Settings
 from backend.store import Store
+from backend.training_jobs import JobManager
 
 
 @dataclass

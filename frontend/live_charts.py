@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from frontend import figures, live
+from frontend import figures, run_events
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -19,21 +19,21 @@ def draw_live(
     events: list[dict[str, Any]], run: Mapping[str, Any], alert: Mapping[str, Any] | None = None
 ) -> None:
     """The live view; `alert` is the backend's collapse alert of the latest metrics page."""
-    cfg = live.run_config(events) or run.get("config") or {}
+    cfg = run_events.run_config(events) or run.get("config") or {}
     method = cfg.get("method") or run.get("method")
-    k = live.num_prototypes(events)
+    k = run_events.num_prototypes(events)
     # ln K is the swapped-prediction loss of flat predictions: a SwAV reference only.
     k_line = k if method == "swav" else None
     if alert and alert.get("message"):
         st.error(f"**Collapse!** {alert['message']}", icon=":material/warning:")
-    end = live.last_end(events)
+    end = run_events.last_end(events)
     if end is not None:
         if end.get("status") == "failed":
             st.error(f"The run failed: {end.get('reason') or 'no reason given'}")
         else:
             why = f" — {end['reason']}" if end.get("reason") else ""
             st.info(f"Run ended: {end.get('status')}{why}")
-    steps = live.of_type(events, "step")
+    steps = run_events.of_type(events, "step")
     if not steps:
         st.info("Waiting for the first training step… (data set and model are being prepared)")
         return
@@ -42,7 +42,7 @@ def draw_live(
     m[0].metric("Step", f"{last.get('step')}")
     m[1].metric(
         "Epochs done",
-        live.epochs_done_text(events, last),
+        run_events.epochs_done_text(events, last),
         help="Epochs of training so far, fractional: the checkpoints' labels count the same way.",
     )
     m[2].metric(
@@ -63,7 +63,7 @@ def draw_live(
     m[4].metric(
         "kNN top-1",
         f"{100 * knn[-1]:.1f} %" if knn else "–",
-        help=live.knn_sets_text(knn_events[-1]) if knn_events else None,
+        help=run_events.knn_sets_text(knn_events[-1]) if knn_events else None,
     )
     m[5].metric(
         "Crops / s",
@@ -71,7 +71,7 @@ def draw_live(
         help="Training speed: augmented crops through the network per second (every image "
         "of a batch gives one crop per view, e.g. 2 for SwAV's two large crops).",
     )
-    precision = live.precision_text(events)
+    precision = run_events.precision_text(events)
     if precision:
         st.caption(precision)
 
