@@ -7,7 +7,8 @@ w with gradient g and weight decay λ, the gradient becomes
 
 and plain SGD with momentum (no further decay) takes the step. torch has no LARS, and apex is a
 CUDA build; lightly's LARS differs (it skips 1-d tensors and clips differently), so this one is
-written by hand to match LARC exactly (tests/test_recipes.py checks it against a restatement).
+written by hand to match LARC exactly (tests/models/test_recipes.py checks it against a
+restatement).
 """
 
 from __future__ import annotations

@@ -16,38 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from models.config import TrainConfig
 from models.train import Trainer
-
-
-def tiny_run_config(method: str = "swav", **over: object) -> TrainConfig:
-    """A configuration that trains in about a second on 2 CPU cores (16-px shapes, 256 images)."""
-    base: dict[str, object] = {
-        "method": method,
-        "width": 8,
-        "epochs": 2,
-        "batch_size": 32,
-        "seed": 3,
-        "data": {"name": "shapes", "num_train": 256, "image_size": 16},
-        "swav": {
-            "num_prototypes": 10,
-            "hidden_dim": 32,
-            "feat_dim": 16,
-            "freeze_prototypes_iters": 2,
-        },
-        "pcl": {
-            "num_clusters": [8, 12],
-            "queue_length": 64,
-            "warmup_epochs": 1,
-            "hidden_dim": 32,
-            "feat_dim": 16,
-        },
-        "optim": {"lr": 0.1},
-        "eval_max_images": 200,
-        "amp": False,
-    }
-    base.update(over)
-    return TrainConfig.model_validate(base)
+from tests.support import tiny_run_config
 
 
 def _train(root: Path, method: str, **over: object) -> Path:

@@ -1,4 +1,6 @@
-"""Real servers for tests: the backend (`protoscope serve`) and the Streamlit app, on free ports.
+"""What the tests share: real servers, a tiny run configuration, waiting on a condition.
+
+The servers are the backend (`protoscope serve`) and the Streamlit app, on free ports.
 
 Each runs as its own process with its own data folder, exactly as a user starts them; tests
 talk to them over HTTP. Nothing here mocks anything.
@@ -13,11 +15,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from models.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,3 +167,46 @@ def finished_run(data_dir: Path, config: dict[str, Any], events: list[dict[str, 
         store.add_event(run_id, event)
     store.close()
     return run_id
+
+
+def wait_until(
+    what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1
+) -> Any:
+    """Poll `check` until it returns something truthy (returned); fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def tiny_run_config(method: str = "swav", **over: object) -> TrainConfig:
+    """A configuration that trains in about a second on 2 CPU cores (16-px shapes, 256 images)."""
+    base: dict[str, object] = {
+        "method": method,
+        "width": 8,
+        "epochs": 2,
+        "batch_size": 32,
+        "seed": 3,
+        "data": {"name": "shapes", "num_train": 256, "image_size": 16},
+        "swav": {
+            "num_prototypes": 10,
+            "hidden_dim": 32,
+            "feat_dim": 16,
+            "freeze_prototypes_iters": 2,
+        },
+        "pcl": {
+            "num_clusters": [8, 12],
+            "queue_length": 64,
+            "warmup_epochs": 1,
+            "hidden_dim": 32,
+            "feat_dim": 16,
+        },
+        "optim": {"lr": 0.1},
+        "eval_max_images": 200,
+        "amp": False,
+    }
+    base.update(over)
+    return TrainConfig.model_validate(base)

@@ -4,11 +4,11 @@ Covered elsewhere, and not repeated here:
 
 - kill -9 of a training process mid-run: noticed within 5 s, the run marked with SIGKILL as
   the reason, the SSE `end`, and resume continuing from the last checkpoint —
-  tests/test_backend_processes.py::test_a_killed_training_process_is_noticed_within_seconds_and_resumes
+  tests/backend/test_backend_processes.py::test_a_killed_training_process_is_noticed_within_seconds_and_resumes
   (this file adds that the checkpoint left behind loads as a model: see the restart test);
 - a server stopped (Ctrl-C) or killed mid-run — the same file's restart/crash tests;
 - a write that fails with ENOSPC inside torch.save (monkeypatched) —
-  tests/test_checkpoints.py::test_save_is_atomic_when_the_write_fails.
+  tests/models/test_checkpoints.py::test_save_is_atomic_when_the_write_fails.
 
 Here the disk really refuses: the kernel's file-size limit (RLIMIT_FSIZE, with SIGXFSZ
 ignored, so write(2) fails with EFBIG exactly as it fails with ENOSPC on a full disk) is set on
@@ -31,17 +31,15 @@ import requests
 from backend.sse_client import EventStream
 from models.checkpoints import load_checkpoint, load_model
 from models.train import Trainer
-from tests.conftest import tiny_run_config
-from tests.servers import ROOT, backend_server
-from tests.test_backend_live import TINY, all_events
-from tests.test_backend_processes import (
+from tests.backend.test_backend_live import TINY, all_events
+from tests.backend.test_backend_processes import (
     LONG,
     Server,
     wait_for_event,
     wait_status,
-    wait_until,
     workers,  # noqa: F401 - a fixture
 )
+from tests.support import ROOT, backend_server, tiny_run_config, wait_until
 
 # The child trains a tiny run; at its first checkpoint the disk "fills up".
 FULL_DISK_CHILD = r"""
@@ -49,7 +47,7 @@ import errno, hashlib, json, resource, signal, sys
 from pathlib import Path
 from models.checkpoints import CheckpointError
 from models.train import Trainer
-from tests.conftest import tiny_run_config
+from tests.support import tiny_run_config
 
 out = Path(sys.argv[1])
 last = out / "checkpoints" / "last.pt"

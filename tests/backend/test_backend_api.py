@@ -22,7 +22,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.servers import ROOT, backend_server, data_files, finished_run, upload_checkpoint
+from tests.support import ROOT, backend_server, data_files, finished_run, upload_checkpoint
 
 # Small enough that the oversized-upload test sends little, large enough for a tiny checkpoint.
 UPLOAD_LIMIT_MB = 2
@@ -386,7 +386,7 @@ def test_token_required_when_set(tmp_path: Path) -> None:
     env = {**_clean_env(), "PROTOSCOPE_TOKEN": "s3cret-token"}
     good = {"Authorization": "Bearer s3cret-token"}
     # backend_server waits for /health to answer 200, which it never does here: start by hand.
-    from tests.servers import free_port, stop
+    from tests.support import free_port, stop
 
     port = free_port()
     proc = subprocess.Popen(

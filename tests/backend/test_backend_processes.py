@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import requests
 
 from backend.processes import is_alive
 from backend.sse_client import EventStream
-from tests.servers import ROOT, free_port, stop, wait_http
+from tests.support import ROOT, free_port, stop, wait_http, wait_until
 
 TIMEOUT = 60
 NOTICE_S = 5.0  # a killed training process must be noticed within this many seconds
@@ -120,16 +120,6 @@ class Server:
 
     def post(self, path: str) -> requests.Response:
         return requests.post(f"{self.url}{path}", timeout=30)
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def wait_for_event(srv: Server, run_id: int, kind: str, after: int = 0) -> dict[str, Any]:

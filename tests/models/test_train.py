@@ -15,7 +15,7 @@ from models.checkpoints import load_checkpoint
 from models.config import TrainConfig
 from models.train import Trainer, TrainingError
 from protoscope.cli import main as cli_main
-from tests.conftest import tiny_run_config
+from tests.support import tiny_run_config
 
 
 def tiny_config(method: str = "swav", **over: object) -> TrainConfig:

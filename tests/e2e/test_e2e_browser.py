@@ -16,13 +16,13 @@ import requests
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.servers import backend_server, frontend_server
+from tests.support import backend_server, frontend_server
 
 CHROMIUM = "/usr/bin/chromium"
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float, page: Page) -> None:
+def wait_on_page(what: str, check: Callable[[], bool], timeout: float, page: Page) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -148,9 +148,9 @@ def test_start_a_run_watch_it_live_and_explore_its_map(tmp_path: Path) -> None:
         page.get_by_role("button", name="Start run").click()
 
         # The live view appears and its first chart grows while the run trains.
-        wait_until("the live chart", lambda: plot_points(page) > 0, 120, page)
+        wait_on_page("the live chart", lambda: plot_points(page) > 0, 120, page)
         first = plot_points(page)
-        wait_until("the live chart to update", lambda: plot_points(page) > first, 120, page)
+        wait_on_page("the live chart to update", lambda: plot_points(page) > first, 120, page)
         no_errors(page)
 
         # Explore: once the run has written its checkpoints, the map is drawn.
@@ -158,9 +158,9 @@ def test_start_a_run_watch_it_live_and_explore_its_map(tmp_path: Path) -> None:
             runs = requests.get(f"{api}/runs", timeout=10).json()
             return bool(runs) and runs[0]["status"] == "completed"
 
-        wait_until("the run to complete", finished, 240, page)
+        wait_on_page("the run to complete", finished, 240, page)
         page.goto(f"{app}/explore")
-        wait_until("the UMAP map", lambda: plot_points(page) > 100, 240, page)
+        wait_on_page("the UMAP map", lambda: plot_points(page) > 100, 240, page)
         no_errors(page)
         hover_shows_the_image(page)
         no_errors(page)

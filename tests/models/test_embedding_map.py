@@ -23,7 +23,7 @@ from models.embedding_map import (
     umap_2d,
 )
 from models.train import Trainer
-from tests.conftest import tiny_run_config
+from tests.support import tiny_run_config
 
 MAX_IMAGES = 200
 MAX_FIT = 150  # below MAX_IMAGES, so the last points are placed by `transform`

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = "compose.base.yml"
 FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
 

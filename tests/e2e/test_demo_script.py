@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.servers import free_port
+from tests.support import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 

@@ -12,7 +12,7 @@
   numeric field of POST /runs and of every GET's parameters (read from the OpenAPI document,
   so a new field is covered automatically): 422 naming the field, never a 5xx.
 
-tests/test_checkpoints.py covers the loader alone with more broken files; here the same
+tests/models/test_checkpoints.py covers the loader alone with more broken files; here the same
 attacks come through the API.
 """
 
@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from models.checkpoints import CheckpointError, load_checkpoint, load_model
-from tests.servers import backend_server, data_files, upload_checkpoint
+from tests.support import backend_server, data_files, upload_checkpoint
 
 TIMEOUT = 30
 

@@ -20,9 +20,9 @@ import requests
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.servers import backend_server, finished_run
+from tests.support import backend_server, finished_run
 
-APP = str(Path(__file__).resolve().parents[1] / "frontend" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "frontend" / "app.py")
 PAGES = ("runs", "explore", "prototypes", "diagnose", "compare", "learn")
 TIMEOUT_S = 60
 

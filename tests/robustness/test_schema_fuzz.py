@@ -14,7 +14,8 @@ the queue (and is stopped at once, which is immediate for a queued run). The blo
 is never stopped or resumed by generated requests (its id is swapped for an unknown one).
 Analyses of checkpoints get ids that exist in no store here: their parameters are validated
 (422) and the lookup answers 404; real checkpoints under hostile parameters are the subject
-of tests/test_hostile_input.py, where each analysis is run once instead of thousands of times.
+of tests/robustness/test_hostile_input.py, where each analysis is run once instead of
+thousands of times.
 
 The fast test (`make test`) sends a few hundred requests; the soak test (`make soak`) at
 least 1,000.
@@ -35,7 +36,7 @@ import pytest
 import requests
 
 from backend.processes import is_alive
-from tests.servers import backend_server
+from tests.support import backend_server
 
 schemathesis = pytest.importorskip("schemathesis")
 

@@ -23,7 +23,7 @@ from models.compare import (
     procrustes_align,
 )
 from models.train import Trainer
-from tests.conftest import tiny_run_config
+from tests.support import tiny_run_config
 
 MAX_IMAGES = 200
 

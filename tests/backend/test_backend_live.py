@@ -9,15 +9,14 @@ log through polling, and its checkpoints are analysed.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from backend.sse_client import EventStream, Message
-from tests.servers import backend_server
+from tests.support import backend_server, wait_until
 
 TIMEOUT = 60  # seconds for anything the server does in the background
 
@@ -50,16 +49,6 @@ def assert_error(resp: requests.Response, status: int, *needles: str) -> str:
     for needle in needles:
         assert needle in text, (needle, text)
     return text
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def all_events(base: str, run_id: int, **params: Any) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from models.config import TrainConfig
 from models.precision import choose_precision
 from models.swav import SwAV, sinkhorn
 from models.train import Trainer
-from tests.conftest import tiny_run_config
+from tests.support import tiny_run_config
 
 CPU = torch.device("cpu")
 
@@ -156,7 +156,7 @@ def test_the_cli_says_which_precision_it_chose_and_why(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.conftest import tiny_run_config as tiny
+    from tests.support import tiny_run_config as tiny
 
     config = tmp_path / "tiny.json"
     config.write_text(tiny("swav").model_dump_json(exclude={"amp"}))

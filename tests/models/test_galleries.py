@@ -22,7 +22,7 @@ from models.galleries import (
     prototype_galleries,
 )
 from models.train import Trainer
-from tests.conftest import tiny_run_config
+from tests.support import tiny_run_config
 
 MAX_IMAGES = 200
 
