@@ -30,8 +30,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# ruff, and mypy over the four packages (pyproject.toml [tool.mypy]).
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # Two workers, one file each at a time (module fixtures train once); every test process uses
 # one torch thread (tests/conftest.py), so two workers fill two cores.
@@ -57,4 +59,4 @@ docker-smoke:
 	bash scripts/docker_smoke.sh
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

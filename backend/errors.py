@@ -67,7 +67,7 @@ def train_config_errors(err: ValidationError, method: str) -> list[dict[str, Any
         reverse[(method, name)] = name
     out = []
     for e in err.errors():
-        path = tuple(e["loc"])
+        path = tuple(str(x) for x in e["loc"])
         field = reverse.get(path)
         loc = ["body", field] if field else ["body", "config", *path]
         found = _model_at(path)

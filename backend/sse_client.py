@@ -28,7 +28,9 @@ class Message:
 
 def parse(lines: Iterable[str]) -> Iterator[Message]:
     """Messages from the stream's lines; comment-only blocks come out as Message(event='')."""
-    event, data, msg_id, comments = "", [], None, []
+    event, msg_id = "", None
+    data: list[str] = []
+    comments: list[str] = []
     for raw in lines:
         line = raw.rstrip("\r")
         if line == "":
@@ -36,7 +38,7 @@ def parse(lines: Iterable[str]) -> Iterator[Message]:
                 yield Message(event or "message", "\n".join(data), msg_id, comments)
             elif comments:
                 yield Message("", "", None, comments)
-            event, data, msg_id, comments = "", [], None, []
+            event, msg_id, data, comments = "", None, [], []
             continue
         if line.startswith(":"):
             comments.append(line[1:].strip())
@@ -72,7 +74,8 @@ class EventStream:
     def __iter__(self) -> Iterator[Message]:
         if self.status_code != 200:
             return
-        lines = self.response.iter_lines(chunk_size=None, decode_unicode=True)
+        # chunk_size None: each line as soon as it arrives (requests types it as an int).
+        lines = self.response.iter_lines(chunk_size=None, decode_unicode=True)  # type: ignore[call-overload]
         for message in parse(lines):
             if message.id is not None:
                 self.last_id = message.id

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from frontend.run_events import Event, of_type
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Long runs log thousands of steps; a heatmap wider than this is binned (mean per bin) so the
 # browser stays responsive and each column is still visible.
@@ -507,7 +510,7 @@ def delta_bar_figure(changes: Sequence[Mapping[str, Any]], title: str) -> go.Fig
 
 # --- learn ------------------------------------------------------------------------------------
 def matrix_heatmap(
-    matrix: Sequence[Sequence[float]],
+    matrix: Sequence[Sequence[float]] | np.ndarray,
     title: str,
     zmax: float | None = None,
     show_sums: bool = True,

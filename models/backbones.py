@@ -6,6 +6,8 @@ replaced by identity, so their parameter names match the official SwAV/PCL check
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 
@@ -63,6 +65,11 @@ def _resnet50() -> nn.Module:
 BACKBONES = ("small_cnn", "resnet18", "resnet50")
 
 
+def feature_width(backbone: nn.Module) -> int:
+    """The width of a backbone's pooled features: every backbone built here records it."""
+    return int(cast(int, backbone.out_dim))
+
+
 def build_backbone(name: str, width: int = 32) -> nn.Module:
     """Build a backbone by name; it carries `out_dim`, the width of its pooled features.
 
@@ -74,10 +81,11 @@ def build_backbone(name: str, width: int = 32) -> nn.Module:
         return SmallCNN(width)
     if name == "resnet18":
         net = _resnet18_cifar()
-        net.out_dim = 512
+        # A plain int attribute, which torch's Module typing does not foresee.
+        net.out_dim = 512  # type: ignore[assignment]
         return net
     if name == "resnet50":
         net = _resnet50()
-        net.out_dim = 2048
+        net.out_dim = 2048  # type: ignore[assignment]
         return net
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

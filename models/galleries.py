@@ -80,7 +80,7 @@ def galleries_from(
     sims, ids = nearest(prototypes.numpy(), embeddings.numpy(), top_k)
     dups = duplicate_of(prototypes)
     idx = indices.numpy()
-    entries = [
+    entries: list[dict[str, Any]] = [
         {
             "prototype": j,
             "usage": int(usage[j]),

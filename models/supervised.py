@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.backbones import feature_width
 from models.method import Analysis, MethodModule, StepOutput
 
 
@@ -14,7 +15,7 @@ class Supervised(MethodModule):
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.classifier = nn.Linear(int(backbone.out_dim), num_classes)
+        self.classifier = nn.Linear(feature_width(backbone), num_classes)
 
     def embed(self, x: Tensor) -> Tensor:
         return self.backbone(x)

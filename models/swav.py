@@ -8,6 +8,7 @@ overflows float32; the result equals the official one wherever that one is finit
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.backbones import feature_width
 from models.config import SwAVConfig
 from models.distributed import is_distributed
 from models.method import Analysis, MethodModule, StepOutput
@@ -42,7 +44,7 @@ def _logsumexp(x: Tensor, dim: int | None, all_reduce: bool) -> Tensor:
     return out.reshape(()) if dim is None else out
 
 
-def backbone_by_size(backbone: nn.Module, views: list[Tensor]) -> Tensor:
+def backbone_by_size(backbone: Callable[[Tensor], Tensor], views: list[Tensor]) -> Tensor:
     """Backbone features of all crops, each run of equal-sized crops in one batch (SwAV's trick:
     one forward pass per resolution instead of one per crop). Rows follow the order of views."""
     feats: list[Tensor] = []
@@ -119,11 +121,13 @@ class SwAV(MethodModule):
     released checkpoints map onto it by prefix.
     """
 
+    queue: Tensor  # a buffer, declared for the type checker
+
     def __init__(self, backbone: nn.Module, cfg: SwAVConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
-        out_dim = int(backbone.out_dim)
+        out_dim = feature_width(backbone)
         self.projection_head = nn.Sequential(
             nn.Linear(out_dim, cfg.hidden_dim),
             nn.BatchNorm1d(cfg.hidden_dim),

@@ -83,7 +83,8 @@ def _build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimize
     # No weight decay on biases and norm parameters, as is usual; the official SwAV and PCL
     # code decay every tensor (optim.decay_all, the paper recipe).
     o = cfg.optim
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 and not o.decay_all else decay).append(p)
@@ -125,6 +126,8 @@ class Trainer:
         # its training log with the live alert's rules (models/collapse_rules.py) from the file
         # alone, with no event log beside it.
         self.recent_steps: deque[Event] = deque(maxlen=RECENT_STEPS)
+        # A copy of the model and a batch, while the precision is being measured.
+        self._probe_state: tuple[MethodModule, list[Tensor]] | None = None
 
     # --- events -------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -217,7 +220,7 @@ class Trainer:
 
     def _choose_precision(self) -> Precision:
         """Rank 0 decides (measuring if need be) and every rank follows, so all ranks agree."""
-        self._probe_state: tuple[MethodModule, list[Tensor]] | None = None
+        self._probe_state = None
         probe = self._step_probe if self.dist.is_main else None
         choice = choose_precision(self.cfg.amp, self.device, probe)
         self._probe_state = None  # drop the copy

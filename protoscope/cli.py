@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sub_parser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+    sub_parser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr,index]
     if args.command == "train":
         return _cmd_train(sub_parser, args)
     if args.command == "diagnose":

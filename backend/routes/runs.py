@@ -87,6 +87,7 @@ EXTRA_CAPS: dict[tuple[str, ...], float] = {("data", "seed"): 2**32 - 1}
 def check_caps(config: dict[str, Any]) -> list[dict[str, Any]]:
     """The API's upper bounds (schemas.API_CAPS), whichever of the fields, `config` or
     `overrides` set the value."""
+    limits: list[tuple[tuple[str, ...], float, str | None]]
     limits = [(FIELD_PATHS[n], cap, n) for n, cap in API_CAPS.items()]
     limits += [(path, cap, None) for path, cap in EXTRA_CAPS.items()]
     out = []

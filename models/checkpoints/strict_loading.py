@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from models.checkpoints.layouts import _RESNET50_DIM, _SHOW, Format
 from models.checkpoints.safe_io import CheckpointError, _first_line
 from models.config import TrainConfig
+from models.method import MethodModule
 
 
 # --- strict loading -----------------------------------------------------------------------------
@@ -72,7 +73,7 @@ class LoadedModel:
     for multi-head SwAV, "prototype_head" (always 0) and "num_prototype_heads".
     """
 
-    model: nn.Module  # a MethodModule
+    model: MethodModule
     config: TrainConfig
     source: Format
     epoch: int | None = None

@@ -117,10 +117,12 @@ def diagnose_tensors(
     losses are compared with ln K.
     """
     health = embedding_health(z)
-    has_protos = logits is not None and logits.ndim == 2 and logits.shape[1] > 0
-    usage = prototype_usage(logits) if has_protos else None
-    entropies = assignment_entropy(logits, temperature) if has_protos else None
-    k = int(logits.shape[1]) if logits is not None and has_protos else None
+    if logits is not None and not (logits.ndim == 2 and logits.shape[1] > 0):
+        logits = None  # no prototypes to judge
+    has_protos = logits is not None
+    usage = prototype_usage(logits) if logits is not None else None
+    entropies = assignment_entropy(logits, temperature) if logits is not None else None
+    k = int(logits.shape[1]) if logits is not None else None
     steps = list(recent_steps or [])
     plateau = loss_plateau(steps, k) if steps and k and method == "swav" else None
     alert: CollapseAlert | None = (

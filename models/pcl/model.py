@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.backbones import feature_width
 from models.config import PCLConfig
 from models.distributed import all_gather_cat, is_distributed
 from models.method import Analysis, FeatureFn, MethodModule, StepOutput
@@ -34,7 +35,7 @@ class Encoder(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        out_dim = int(backbone.out_dim)
+        out_dim = feature_width(backbone)
         hidden_dim = hidden_dim or out_dim  # None: MoCo v2's head, as wide as the backbone
         if mlp and head_bn:
             # BatchNorm in the hidden layer (as SwAV's and SimCLR's heads have) standardises
@@ -66,6 +67,9 @@ class PCL(MethodModule):
     The trainer must call `set_batch_index(index)` with the batch's data set indices before
     every `training_step`: ProtoNCE looks up each image's cluster by its index.
     """
+
+    queue: Tensor  # buffers, declared for the type checker
+    queue_ptr: Tensor
 
     def __init__(
         self, backbone_q: nn.Module, backbone_k: nn.Module, cfg: PCLConfig, num_train: int
@@ -294,7 +298,7 @@ class PCL(MethodModule):
         Its BatchNorm statistics come from its own forward passes on the key crops, as upstream.
         """
         m = self.cfg.momentum
-        params_k = list(self.encoder_k.parameters())
+        params_k: list[Tensor] = list(self.encoder_k.parameters())
         params_q = [p.detach() for p in self.encoder_q.parameters()]
         torch._foreach_mul_(params_k, m)
         torch._foreach_add_(params_k, params_q, alpha=1.0 - m)
@@ -341,14 +345,22 @@ class PCL(MethodModule):
 
     def _estep(self, feats: Tensor) -> list[Clustering]:
         cfg = self.cfg
-        kwargs = {"alpha": cfg.alpha, "temperature": cfg.temperature}
+
+        def kmeans() -> list[Clustering]:
+            return run_kmeans(
+                feats,
+                cfg.num_clusters,
+                cfg.kmeans_iters,
+                cfg.kmeans_redo,
+                alpha=cfg.alpha,
+                temperature=cfg.temperature,
+            )
+
         if not is_distributed():
-            return run_kmeans(feats, cfg.num_clusters, cfg.kmeans_iters, cfg.kmeans_redo, **kwargs)
+            return kmeans()
         n, d = feats.shape
         if dist.get_rank() == 0:
-            clusterings = run_kmeans(
-                feats, cfg.num_clusters, cfg.kmeans_iters, cfg.kmeans_redo, **kwargs
-            )
+            clusterings = kmeans()
         else:  # placeholders of the right shapes, filled by the broadcast
             clusterings = [
                 Clustering(
