@@ -31,7 +31,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.sse_client import EventStream  # noqa: E402
+from tests.sse_client import EventStream  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from backend.sse_client import EventStream, Message
+from tests.sse_client import EventStream, Message
 from tests.support import backend_server, wait_until
 
 TIMEOUT = 60  # seconds for anything the server does in the background

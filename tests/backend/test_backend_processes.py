@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from backend.processes import is_alive
-from backend.sse_client import EventStream
+from tests.sse_client import EventStream
 from tests.support import ROOT, free_port, stop, wait_http, wait_until
 
 TIMEOUT = 60

@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 import requests
 
-from backend.sse_client import EventStream
 from models.checkpoints import load_checkpoint, load_model
 from models.train import Trainer
 from tests.backend.test_backend_live import TINY, all_events
@@ -39,6 +38,7 @@ from tests.backend.test_backend_processes import (
     wait_status,
     workers,  # noqa: F401 - a fixture
 )
+from tests.sse_client import EventStream
 from tests.support import ROOT, backend_server, tiny_run_config, wait_until
 
 # The child trains a tiny run; at its first checkpoint the disk "fills up".

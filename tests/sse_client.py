@@ -1,8 +1,9 @@
-"""A minimal Server-Sent Events reader over `requests`, for scripts, tests and benchmarks.
+"""A minimal Server-Sent Events reader over `requests`, for the tests and benchmarks (the
+product itself reads no SSE: the browser's page polls JSON).
 
 It parses the wire format (`id:`, `event:`, `data:`, `retry:`, comment lines) into messages
 and remembers the last id, so a caller can reconnect with `Last-Event-ID` the way a browser's
-EventSource does.
+EventSource does. (httpx-sse could replace it; not done yet.)
 """
 
 from __future__ import annotations
