@@ -57,7 +57,7 @@ def _open_image(path: Path, size: int) -> Tensor:
     from PIL import Image
 
     with Image.open(path) as opened:
-        opened.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster for big files
+        opened.draft("RGB", (size, size))  # JPEG: decode at reduced scale, faster for big files
         im: Image.Image = opened
         if "transparency" in im.info:  # avoids PIL's palette-transparency warning
             im = im.convert("RGBA")
