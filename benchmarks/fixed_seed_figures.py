@@ -32,7 +32,9 @@ def cli(repo: Path, work: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "OMP_NUM_THREADS": "1",
         "PROTOSCOPE_CACHE": str(work / "cache"),
     }
-    cmd = [sys.executable, "-m", "protoscope", *args]
+    # The CLI moved from models/cli.py to protoscope/cli.py; an older tree has the former.
+    module = "protoscope" if (repo / "protoscope" / "cli.py").is_file() else "models.cli"
+    cmd = [sys.executable, "-m", module, *args]
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=True)
 
 
