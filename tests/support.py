@@ -90,10 +90,20 @@ def backend_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterato
     cmd = [sys.executable, "-m", "protoscope", "serve", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--data", str(data_dir)]
     # No UMAP warm-up: a test server that never draws a map would compile numba for nothing.
+    env = {**os.environ, "PROTOSCOPE_WARM_UMAP": "0", **(env or {})}
+    with _serving(cmd, env, log, port, "/health") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(
+    cmd: list[str], env: dict[str, str], log: Path, port: int, health: str
+) -> Iterator[str]:
+    """Start `cmd` as its own process group, wait until `health` answers, stop it after."""
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env={**os.environ, "PROTOSCOPE_WARM_UMAP": "0", **(env or {})},
+        env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -101,7 +111,7 @@ def backend_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterato
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", timeout=60, proc=proc, log=log)
+        wait_http(f"{url}{health}", timeout=60, proc=proc, log=log)
         yield url
     finally:
         stop(proc)
@@ -114,21 +124,10 @@ def frontend_server(api_url: str, log: Path) -> Iterator[str]:
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "frontend" / "app.py")]
     cmd += ["--server.headless", "true", "--server.port", str(port)]
     cmd += ["--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, "PROTOSCOPE_API": api_url},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_default_sigint,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/_stcore/health", timeout=60, proc=proc, log=log)
+    with _serving(
+        cmd, {**os.environ, "PROTOSCOPE_API": api_url}, log, port, "/_stcore/health"
+    ) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 def data_files(folder: Path) -> set[str]:
@@ -210,3 +209,23 @@ def tiny_run_config(method: str = "swav", **over: object) -> TrainConfig:
     }
     base.update(over)
     return TrainConfig.model_validate(base)
+
+
+# tiny_run_config above, as a POST /runs body: contract fields, the named
+# fields, and the rest through `config` (a partial TrainConfig tree).
+TINY_RUN_BODY: dict[str, Any] = {
+    "method": "swav",
+    "dataset": "shapes",
+    "epochs": 2,
+    "epsilon": 0.05,
+    "batch_size": 32,
+    "num_prototypes": 10,
+    "image_size": 16,
+    "num_train": 256,
+    "width": 8,
+    "seed": 3,
+    "lr": 0.1,
+    "freeze_prototypes_iters": 2,
+    "amp": False,
+    "config": {"swav": {"hidden_dim": 32, "feat_dim": 16}, "eval_max_images": 200},
+}

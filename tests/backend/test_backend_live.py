@@ -16,28 +16,11 @@ import pytest
 import requests
 
 from tests.sse_client import EventStream, Message
-from tests.support import backend_server, wait_until
+from tests.support import TINY_RUN_BODY, backend_server, wait_until
 
 TIMEOUT = 60  # seconds for anything the server does in the background
 
-# tests/conftest.py's tiny_run_config, as a POST /runs body: contract fields, the named
-# fields, and the rest through `config` (a partial TrainConfig tree).
-TINY: dict[str, Any] = {
-    "method": "swav",
-    "dataset": "shapes",
-    "epochs": 2,
-    "epsilon": 0.05,
-    "batch_size": 32,
-    "num_prototypes": 10,
-    "image_size": 16,
-    "num_train": 256,
-    "width": 8,
-    "seed": 3,
-    "lr": 0.1,
-    "freeze_prototypes_iters": 2,
-    "amp": False,
-    "config": {"swav": {"hidden_dim": 32, "feat_dim": 16}, "eval_max_images": 200},
-}
+TINY = TINY_RUN_BODY
 SERVER_ENV = {"PROTOSCOPE_SSE_PING_S": "1", "PROTOSCOPE_WORKER_NICE": "0"}
 
 

@@ -29,27 +29,12 @@ import requests
 
 from backend.processes import is_alive
 from tests.sse_client import EventStream
-from tests.support import ROOT, free_port, stop, wait_http, wait_until
+from tests.support import ROOT, TINY_RUN_BODY, free_port, stop, wait_http, wait_until
 
 TIMEOUT = 60
 NOTICE_S = 5.0  # a killed training process must be noticed within this many seconds
 
-TINY: dict[str, Any] = {
-    "method": "swav",
-    "dataset": "shapes",
-    "epochs": 2,
-    "epsilon": 0.05,
-    "batch_size": 32,
-    "num_prototypes": 10,
-    "image_size": 16,
-    "num_train": 256,
-    "width": 8,
-    "seed": 3,
-    "lr": 0.1,
-    "freeze_prototypes_iters": 2,
-    "amp": False,
-    "config": {"swav": {"hidden_dim": 32, "feat_dim": 16}, "eval_max_images": 200},
-}
+TINY = TINY_RUN_BODY
 # Trains until stopped (a few hundred epochs of 8 steps); the budget is only a safety net.
 LONG = {**TINY, "epochs": 500, "max_minutes": 3.0}
 ENV = {
