@@ -1,25 +1,25 @@
 """The backend's settings: one validated object built from defaults, environment and CLI flags.
 
 Every field can be set by an environment variable `PROTOSCOPE_<FIELD>` (upper case), except
-`data_dir` (`PROTOSCOPE_DATA`) and `data_roots` (`PROTOSCOPE_DATA_ROOTS`, paths joined by the
-OS path separator). The upload limit is in MiB: `PROTOSCOPE_MAX_UPLOAD_MB`. Explicit keyword
-arguments (the CLI's flags) win over the environment. pydantic-settings is
-not a dependency, so the few lines of environment reading live here.
+`data_dir` (`PROTOSCOPE_DATA`); `PROTOSCOPE_DATA_ROOTS` holds paths joined by the OS path
+separator. The upload limit is in MiB: `PROTOSCOPE_MAX_UPLOAD_MB`. Explicit keyword arguments
+(the CLI's flags) win over the environment; an empty variable counts as unset. pydantic-settings
+reads the environment; `from_env` turns its errors into one line naming the variable or flag.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "PROTOSCOPE_"
 # Fields whose environment variable is not simply PROTOSCOPE_<FIELD>.
-_ENV_NAMES = {"data_dir": "PROTOSCOPE_DATA", "data_roots": "PROTOSCOPE_DATA_ROOTS"}
+_ENV_NAMES = {"data_dir": "PROTOSCOPE_DATA"}
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -27,15 +27,24 @@ class SettingsError(ValueError):
     """A setting is invalid; the message names the variable or flag and what is allowed."""
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """Where the backend keeps its data, how it listens and how much it may run at once."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
 
     data_dir: Path = Field(
-        Path("protoscope-data"), description="runs, checkpoints, uploads, caches, the database"
+        Path("protoscope-data"),
+        description="runs, checkpoints, uploads, caches, the database",
+        validation_alias=AliasChoices("data_dir", _ENV_NAMES["data_dir"]),
     )
-    data_roots: tuple[Path, ...] = Field(
+    # NoDecode: the variable is a path list, not JSON (see _split_roots).
+    data_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
         (),
         description="folders a user-given data set path (data_root) must lie in; "
         "empty: the data dir's datasets/ folder",
@@ -65,6 +74,13 @@ class Settings(BaseModel):
     # Compile UMAP's numba code in the background at start-up, so the first map a user opens
     # does not pay the one-off compile (about 35 s on 2 cores). The tests switch it off.
     warm_umap: bool = Field(True, description="compile UMAP's numba code at start-up")
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(p) for p in value.split(os.pathsep) if p)
+        return value
 
     # --- derived ------------------------------------------------------------------------------
     @property
@@ -99,32 +115,20 @@ class Settings(BaseModel):
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(cls, **overrides: Any) -> Settings:
         """Defaults, then the environment, then `overrides` (None values are ignored)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        sources: dict[str, str] = {}
-        for name in cls.model_fields:
-            var = _ENV_NAMES.get(name, ENV_PREFIX + name.upper())
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            sources[name] = var
-            if name == "data_roots":
-                values[name] = tuple(Path(p) for p in raw.split(os.pathsep) if p)
-            else:
-                values[name] = raw
-        for name, value in overrides.items():
-            if value is not None:
-                values[name] = value
-                sources[name] = f"--{name.replace('_', '-')}"
+        given = {k: v for k, v in overrides.items() if v is not None}
         try:
-            return cls(**values)
+            return cls(**given)
         except ValidationError as e:
             parts = []
             for err in e.errors():
                 field = str(err["loc"][0]) if err["loc"] else "settings"
-                parts.append(f"{sources.get(field, field)}: {err['msg']}")
+                if field in given:
+                    where = f"--{field.replace('_', '-')}"
+                else:
+                    where = _ENV_NAMES.get(field, ENV_PREFIX + field.upper())
+                parts.append(f"{where}: {err['msg']}")
             raise SettingsError("invalid settings: " + "; ".join(parts)) from None
 
 
