@@ -73,6 +73,7 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {"method": "swav", "dataset": "shapes", "epochs": 10, "epsilon": 0.02},

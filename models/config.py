@@ -81,7 +81,8 @@ def apply_fields(tree: dict[str, Any], fields: dict[str, Any], method: str) -> N
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: NaN and ±Infinity (JSON tokens Python accepts) are refused by name.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # The side images are trained at when a run does not say. `shapes` is rendered at 28 px for

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
@@ -74,7 +73,7 @@ def build_config(body: RunCreate, svc: Services) -> dict[str, Any]:
     except ValidationError as e:
         raise HTTPException(422, train_config_errors(e, body.method)) from None
     out = cfg.model_dump(mode="json")
-    problems = check_caps(out) + non_finite(out, ("body", "config"))
+    problems = check_caps(out)
     if problems:
         raise HTTPException(422, problems)
     return out
@@ -107,18 +106,6 @@ def check_caps(config: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return out
-
-
-def non_finite(value: Any, loc: tuple[Any, ...]) -> list[dict[str, Any]]:
-    """NaN and ±Infinity (JSON tokens Python accepts) anywhere in the config: refused."""
-    if isinstance(value, float) and not math.isfinite(value):
-        msg = f"must be a finite number, got {value}"
-        return [{"loc": list(loc), "msg": msg, "type": "finite_number"}]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in non_finite(v, (*loc, k))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in non_finite(v, (*loc, i))]
-    return []
 
 
 def run_out(svc: Services, run: dict[str, Any], latest: int | None = None) -> RunOut:
