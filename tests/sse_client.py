@@ -1,19 +1,21 @@
-"""A minimal Server-Sent Events reader over `requests`, for the tests and benchmarks (the
-product itself reads no SSE: the browser's page polls JSON).
+"""Reading the backend's Server-Sent Events in tests and benchmarks, over httpx-sse.
 
-It parses the wire format (`id:`, `event:`, `data:`, `retry:`, comment lines) into messages
-and remembers the last id, so a caller can reconnect with `Last-Event-ID` the way a browser's
-EventSource does. (httpx-sse could replace it; not done yet.)
+The product itself reads no SSE (the browser's page polls JSON); the tests read the stream to
+check ids, order and resumption, as a browser's EventSource would. `EventStream` is one
+connection: it sends `Last-Event-ID` when asked to resume, exposes the answer's status (204
+for a finished run with nothing newer) and remembers the last id it saw. Comment lines (the
+greeting, the keep-alive pings) are not messages: httpx-sse skips them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import requests
+import httpx
+from httpx_sse import EventSource, connect_sse
 
 
 @dataclass
@@ -21,41 +23,13 @@ class Message:
     event: str = "message"
     data: str = ""
     id: str | None = None
-    comments: list[str] = field(default_factory=list)
 
     def json(self) -> Any:
         return json.loads(self.data)
 
 
-def parse(lines: Iterable[str]) -> Iterator[Message]:
-    """Messages from the stream's lines; comment-only blocks come out as Message(event='')."""
-    event, msg_id = "", None
-    data: list[str] = []
-    comments: list[str] = []
-    for raw in lines:
-        line = raw.rstrip("\r")
-        if line == "":
-            if data:
-                yield Message(event or "message", "\n".join(data), msg_id, comments)
-            elif comments:
-                yield Message("", "", None, comments)
-            event, msg_id, data, comments = "", None, [], []
-            continue
-        if line.startswith(":"):
-            comments.append(line[1:].strip())
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-        elif name == "id":
-            msg_id = value
-
-
 class EventStream:
-    """One connection to an SSE endpoint; iterate it for messages (pings included)."""
+    """One connection to an SSE endpoint; iterate it for its messages."""
 
     def __init__(
         self,
@@ -63,27 +37,30 @@ class EventStream:
         last_event_id: int | str | None = None,
         headers: dict[str, str] | None = None,
         timeout: tuple[float, float] = (5.0, 60.0),
-        session: requests.Session | None = None,
     ) -> None:
-        hdrs = {"Accept": "text/event-stream", **(headers or {})}
+        hdrs = dict(headers or {})
         if last_event_id is not None:
             hdrs["Last-Event-ID"] = str(last_event_id)
-        self.response = (session or requests).get(url, headers=hdrs, stream=True, timeout=timeout)
+        connect, read = timeout
+        self._client = httpx.Client(timeout=httpx.Timeout(read, connect=connect))
+        self._connection = connect_sse(self._client, "GET", url, headers=hdrs)
+        self._source: EventSource = self._connection.__enter__()
+        self.response = self._source.response
         self.status_code = self.response.status_code
         self.last_id: str | None = None
 
     def __iter__(self) -> Iterator[Message]:
         if self.status_code != 200:
             return
-        # chunk_size None: each line as soon as it arrives (requests types it as an int).
-        lines = self.response.iter_lines(chunk_size=None, decode_unicode=True)  # type: ignore[call-overload]
-        for message in parse(lines):
+        for sse in self._source.iter_sse():
+            message = Message(sse.event or "message", sse.data, sse.id or None)
             if message.id is not None:
                 self.last_id = message.id
             yield message
 
     def close(self) -> None:
-        self.response.close()
+        self._connection.__exit__(None, None, None)
+        self._client.close()
 
     def __enter__(self) -> EventStream:
         return self
