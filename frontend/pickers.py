@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +161,29 @@ def choose_data(c: Client, ckpt: Mapping[str, Any], key: str) -> DataChoice | No
             st.info(f"`{name}` is read from a folder: give it above.")
             return None
         return DataChoice(name, root)
+
+
+def checkpoint_analysis(
+    c: Client, key: str, fetch: Callable[..., Any], doing: str
+) -> tuple[Mapping[str, Any], DataChoice, Any] | None:
+    """Pick a checkpoint and its images, then wait for one analysis of them (progress shown):
+    (checkpoint, images, answer), or None while any of the three is missing.
+
+    `fetch(checkpoint_id, **params)` asks the backend; `doing` ("Computing the map of") names
+    the work in the progress line, followed by the checkpoint's label.
+    """
+    ckpt = choose_checkpoint(c, key=f"{key}_ckpt")
+    if ckpt is None:
+        return None
+    data = choose_data(c, ckpt, key=key)
+    if data is None:
+        return None
+    answer = widgets.await_result(
+        f"{key}:{ckpt['id']}{data.tag}",
+        lambda: fetch(ckpt["id"], **data.params()),
+        f"{doing} {checkpoint_label(ckpt)}",
+    )
+    return None if answer is None else (ckpt, data, answer)
 
 
 def images_of(answer: Any, ckpt: Mapping[str, Any]) -> tuple[str, str | None]:

@@ -12,9 +12,7 @@ from frontend.client import Client
 from frontend.pickers import (
     COLOUR_KEYS,
     DataChoice,
-    checkpoint_label,
-    choose_checkpoint,
-    choose_data,
+    checkpoint_analysis,
     class_names,
     images_of,
     points_of,
@@ -80,19 +78,10 @@ def main() -> None:
         "(the chart's tool bar) to see many at once."
     )
     c = widgets.require_backend()
-    ckpt = choose_checkpoint(c, key="explore_ckpt")
-    if ckpt is None:
+    got = checkpoint_analysis(c, "explore", c.embedding, "Computing the UMAP map of")
+    if got is None:
         return
-    data = choose_data(c, ckpt, key="explore")
-    if data is None:
-        return
-    answer = widgets.await_result(
-        f"emb:{ckpt['id']}{data.tag}",
-        lambda: c.embedding(ckpt["id"], **data.params()),
-        f"Computing the UMAP map of {checkpoint_label(ckpt)}",
-    )
-    if answer is None:
-        return
+    ckpt, data, answer = got
     points = points_of(answer)
     if not points:
         st.warning("The backend returned an empty map.")

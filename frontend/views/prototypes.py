@@ -11,9 +11,7 @@ from frontend import widgets
 from frontend.client import Client
 from frontend.pickers import (
     DataChoice,
-    checkpoint_label,
-    choose_checkpoint,
-    choose_data,
+    checkpoint_analysis,
     images_of,
 )
 
@@ -95,19 +93,10 @@ def main() -> None:
         "(argmax of the predictions) and, for PCL, its concentration φ."
     )
     c = widgets.require_backend()
-    ckpt = choose_checkpoint(c, key="proto_ckpt")
-    if ckpt is None:
+    got = checkpoint_analysis(c, "proto", c.prototypes, "Measuring the prototypes of")
+    if got is None:
         return
-    data = choose_data(c, ckpt, key="proto")
-    if data is None:
-        return
-    answer = widgets.await_result(
-        f"proto:{ckpt['id']}{data.tag}",
-        lambda: c.prototypes(ckpt["id"], **data.params()),
-        f"Measuring the prototypes of {checkpoint_label(ckpt)}",
-    )
-    if answer is None:
-        return
+    ckpt, data, answer = got
     rows = prototypes_of(answer)
     if not rows:
         st.info("This checkpoint has no prototypes (a supervised model, or PCL before its E-step).")
