@@ -121,18 +121,20 @@ def on_ln_k_line(losses: Sequence[float], num_prototypes: int) -> bool:
     )
 
 
-def num_prototypes_of(
-    steps: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None = None
-) -> int | None:
-    """K: from the latest step event that names it, else from a SwAV configuration."""
+def configured_num_prototypes(config: Mapping[str, Any]) -> int | None:
+    """K of a SwAV run's configuration (a dumped TrainConfig); None for the other methods."""
+    if config.get("method") != "swav":
+        return None
+    k = (config.get("swav") or {}).get("num_prototypes")
+    return k if isinstance(k, int) else None
+
+
+def _named_num_prototypes(steps: Sequence[Mapping[str, Any]]) -> int | None:
+    """K from the latest step event that names it."""
     for s in reversed(steps):
         k = s.get("num_prototypes")
         if isinstance(k, int) and not isinstance(k, bool):
             return k
-    cfg = config or {}
-    if cfg.get("method") == "swav":
-        k = (cfg.get("swav") or {}).get("num_prototypes")
-        return k if isinstance(k, int) else None
     return None
 
 
@@ -148,10 +150,10 @@ def training_log_alert(
     say. The ln K rule is SwAV's alone: PCL's InfoNCE + ProtoNCE has no ln K line.
     """
     logged = _losses(steps)
+    k = _named_num_prototypes(logged) or num_prototypes
     active = [s for s in logged if isinstance(s.get("active_prototypes"), int)]
     if len(active) >= ACTIVE_WINDOW:
         last = active[-ACTIVE_WINDOW:]
-        k = last[-1].get("num_prototypes") or num_prototypes
         # With K ≤ 2 every batch trivially uses ≤ 2 prototypes; the rule means nothing there.
         if (k is None or k > ONE_CLUSTER_MAX_ACTIVE) and all(
             s["active_prototypes"] <= ONE_CLUSTER_MAX_ACTIVE for s in last
@@ -163,7 +165,6 @@ def training_log_alert(
                 f"{k or '?'} received any image in each of the last {ACTIVE_WINDOW} logged "
                 f"steps (step {last[-1].get('step')}).",
             )
-    k = num_prototypes_of(logged) or num_prototypes
     if method in (None, "swav") and k and k > 1:
         window = ln_k_window(logged)
         if on_ln_k_line(window, k):

@@ -220,7 +220,6 @@ class Trainer:
 
     def _choose_precision(self) -> Precision:
         """Rank 0 decides (measuring if need be) and every rank follows, so all ranks agree."""
-        self._probe_state = None
         probe = self._step_probe if self.dist.is_main else None
         choice = choose_precision(self.cfg.amp, self.device, probe)
         self._probe_state = None  # drop the copy

@@ -134,14 +134,16 @@ def diagnostics(
     svc: Services = Depends(get_services),
 ) -> Response:
     row, _ = svc.checkpoint_path(checkpoint_id)
-    # For a file that records no training log (written before checkpoints did), the run's
-    # stored steps up to the checkpoint's stand in.
-    steps = svc.store.recent_steps(row["run_id"], row["step"]) if row.get("run_id") else None
 
     def analysis() -> Analysis:
         from models.diagnostics import diagnose_checkpoint
 
         def run(path: FsPath, feature_cache: FsPath, **kw: Any) -> dict[str, Any]:
+            # For a file that records no training log (written before checkpoints did), the
+            # run's stored steps up to the checkpoint's stand in. Read here, when the report is
+            # computed, not on every poll of a cached or running one.
+            run_id = row.get("run_id")
+            steps = svc.store.recent_steps(run_id, row["step"]) if run_id else None
             return diagnose_checkpoint(path, cache_dir=feature_cache, recent_steps=steps, **kw)
 
         return run

@@ -201,11 +201,15 @@ def resume_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> Ru
 def collapse_alert(svc: Services, run: dict[str, Any]) -> dict[str, str] | None:
     """The collapse the run's latest steps show (models/collapse_rules.py), None while healthy:
     the Runs page shows what this says and judges nothing itself."""
-    from models.collapse_rules import RECENT_STEPS, num_prototypes_of, training_log_alert
+    from models.collapse_rules import (
+        RECENT_STEPS,
+        configured_num_prototypes,
+        training_log_alert,
+    )
 
     config = run.get("config") or {}
     steps = svc.store.recent_steps(run["id"], limit=RECENT_STEPS)
-    alert = training_log_alert(steps, config.get("method"), num_prototypes_of(steps, config))
+    alert = training_log_alert(steps, config.get("method"), configured_num_prototypes(config))
     return alert.as_dict() if alert is not None else None
 
 

@@ -119,15 +119,12 @@ def diagnose_tensors(
     health = embedding_health(z)
     if logits is not None and not (logits.ndim == 2 and logits.shape[1] > 0):
         logits = None  # no prototypes to judge
-    has_protos = logits is not None
     usage = prototype_usage(logits) if logits is not None else None
     entropies = assignment_entropy(logits, temperature) if logits is not None else None
     k = int(logits.shape[1]) if logits is not None else None
     steps = list(recent_steps or [])
     plateau = loss_plateau(steps, k) if steps and k and method == "swav" else None
-    alert: CollapseAlert | None = (
-        training_log_alert(steps, method, k) if steps and has_protos else None
-    )
+    alert: CollapseAlert | None = training_log_alert(steps, method, k) if steps and k else None
     word, reason = verdict(health, usage, entropies, alert)
     out: dict[str, Any] = {
         "verdict": word,
@@ -154,7 +151,7 @@ def diagnose_tensors(
             mean_prediction_entropy=entropies.diversity,
             mutual_information=entropies.mutual_information,
         )
-    if prototypes is not None and has_protos:
+    if prototypes is not None and logits is not None:
         red = prototype_redundancy(prototypes)
         out.update(
             max_prototype_cosine=red.max_cosine,
