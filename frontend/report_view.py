@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from frontend import figures
@@ -148,6 +149,22 @@ VERDICT_STYLE: dict[str, Callable[..., Any]] = {
 
 TONE_COLOUR = {"good": "green", "bad": "red"}
 
+# The two plots under the cards: (report field, figure of its values, how to read it).
+_PLOTS: list[tuple[str, Callable[[Any], go.Figure], str]] = [
+    (
+        "eigen_spectrum",
+        figures.spectrum_figure,
+        "Healthy: a slow decay over many dimensions. Dimensional collapse: a cliff after "
+        "a few (Jing et al. 2021).",
+    ),
+    (
+        "usage",
+        figures.usage_histogram_figure,
+        "Images per prototype (argmax of the predictions, never the balanced Sinkhorn "
+        "codes). Red crosses mark empty prototypes.",
+    ),
+]
+
 
 def card_reading(card: Card, report: Mapping[str, Any]) -> str:
     """The backend's reading of this card's value (what it says here), coloured by tone."""
@@ -193,23 +210,12 @@ def show_report(report: Mapping[str, Any]) -> None:
                 if reading:
                     st.markdown(reading)
 
-    left, right = st.columns(2)
-    with left:
-        spectrum = report.get("eigen_spectrum") or []
-        if spectrum:
-            st.plotly_chart(figures.spectrum_figure(spectrum), key="diag_spectrum")
-            st.caption(
-                "Healthy: a slow decay over many dimensions. Dimensional collapse: a cliff after "
-                "a few (Jing et al. 2021)."
-            )
-    with right:
-        usage = report.get("usage") or []
-        if usage:
-            st.plotly_chart(figures.usage_histogram_figure(usage), key="diag_usage")
-            st.caption(
-                "Images per prototype (argmax of the predictions, never the balanced Sinkhorn "
-                "codes). Red crosses mark empty prototypes."
-            )
+    for column, (field, draw, caption) in zip(st.columns(2), _PLOTS, strict=True):
+        values = report.get(field) or []
+        if values:
+            with column:
+                st.plotly_chart(draw(values), key=f"diag_{field}")
+                st.caption(caption)
     clusterings = report.get("pcl_clusterings") or []
     if clusterings:
         st.subheader("PCL: φ against cluster size")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import requests
 
+from backend.processes import stop_group
+
 ROOT = Path(__file__).resolve().parent.parent
 
 DEMO_RUNS = [
@@ -67,17 +69,8 @@ def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[by
     )
 
 
-def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    stop_group(proc, grace=15.0)
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from backend.processes import stop_group
 from models.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,16 +68,7 @@ def _default_sigint() -> None:
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """SIGINT (what Ctrl-C sends), then SIGKILL if it lingers; the whole process group."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace)
+    stop_group(proc, grace)
 
 
 @contextlib.contextmanager

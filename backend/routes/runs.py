@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
@@ -177,10 +178,7 @@ def get_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> RunOu
     responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut, "description": "finished"}},
 )
 def stop_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> RunOut:
-    try:
-        return run_out(svc, svc.jobs.stop(run_id))
-    except JobError as e:
-        raise HTTPException(e.status_code, e.message) from None
+    return _job_action(svc, svc.jobs.stop, run_id)
 
 
 @router.post(
@@ -192,8 +190,13 @@ def stop_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> RunO
     responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut, "description": "not resumable"}},
 )
 def resume_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> RunOut:
+    return _job_action(svc, svc.jobs.resume, run_id)
+
+
+def _job_action(svc: Services, action: Callable[[int], dict[str, Any]], run_id: int) -> RunOut:
+    """Stop or resume: the run as it is afterwards, or the job manager's refusal as its 4xx."""
     try:
-        return run_out(svc, svc.jobs.resume(run_id))
+        return run_out(svc, action(run_id))
     except JobError as e:
         raise HTTPException(e.status_code, e.message) from None
 

@@ -145,21 +145,14 @@ def main() -> None:
             key="cmp_maps",
         )
 
-    col_l, col_r = st.columns(2)
-    with col_l:
-        st.subheader("Matched clusters")
-        matches = matching_rows(answer)
-        if matches:
-            st.dataframe(matches, hide_index=True, width="stretch", height=320)
-        else:
-            st.caption("No matched clusters reported.")
-    with col_r:
-        st.subheader("Metric deltas")
-        rows = metric_rows(answer)
-        if rows:
-            st.dataframe(rows, hide_index=True, width="stretch", height=320)
-        else:
-            st.caption("No metrics reported.")
+    tables = [("Matched clusters", matching_rows(answer)), ("Metric deltas", metric_rows(answer))]
+    for column, (title, rows) in zip(st.columns(2), tables, strict=True):
+        with column:
+            st.subheader(title)
+            if rows:
+                st.dataframe(rows, hide_index=True, width="stretch", height=320)
+            else:
+                st.caption(f"No {title.lower()} reported.")
     moves = moves_of(answer)
     if moves:
         st.subheader("Prototypes that gained or lost images")

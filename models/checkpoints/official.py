@@ -26,8 +26,6 @@ _HEAD_KEY = re.compile(r"prototypes\.prototypes(\d+)\.weight")
 
 
 def _load_swav_official(state: dict[str, Any]) -> LoadedModel:
-    from models.build import build_model
-
     inner = _inner_state(state)
     notes: list[str] = []
     payload = {**_metadata(state), "format": "swav_official"}
@@ -62,31 +60,40 @@ def _load_swav_official(state: dict[str, Any]) -> LoadedModel:
             f"prototypes.weight is {num_prototypes}×{proto_dim} but the projection head "
             f"outputs {feat_dim}-d embeddings"
         )
-    cfg = _config(
-        method="swav",
-        backbone="resnet50",
-        data={"image_size": 224},
-        # ε = 0.05 is the official default the released models were trained with.
-        swav={
-            "num_prototypes": num_prototypes,
-            "hidden_dim": hidden,
-            "feat_dim": feat_dim,
-            "epsilon": 0.05,
-        },
-    )
-    model = build_model(cfg, num_train=1)
+    # ε = 0.05 is the official default the released models were trained with.
+    section = {
+        "num_prototypes": num_prototypes,
+        "hidden_dim": hidden,
+        "feat_dim": feat_dim,
+        "epsilon": 0.05,
+    }
     own_names = ("projection_head.", "prototypes.")
     mapped = {(k if str(k).startswith(own_names) else f"backbone.{k}"): v for k, v in inner.items()}
+    return _released_resnet50("swav", section, mapped, state, payload, notes)
+
+
+def _released_resnet50(
+    method: str,
+    section: dict[str, Any],
+    mapped: dict[str, Any],
+    state: dict[str, Any],
+    payload: dict[str, Any],
+    notes: list[str],
+) -> LoadedModel:
+    """Both releases are ResNet-50s at 224 px: build ours with the method's `section` of the
+    configuration and load the renamed weights into it, strictly."""
+    from models.build import build_model
+
+    cfg = _config(method=method, backbone="resnet50", data={"image_size": 224}, **{method: section})
+    model = build_model(cfg, num_train=1)
     _load_strict(model, mapped, _optional_official)
     payload["import_notes"] = notes
     epoch = _int_or_none(state.get("epoch"))
-    return LoadedModel(model, cfg, "swav_official", epoch, None, payload, notes)
+    return LoadedModel(model, cfg, payload["format"], epoch, None, payload, notes)
 
 
 # --- official PCL -------------------------------------------------------------------------------
 def _load_pcl_official(state: dict[str, Any]) -> LoadedModel:
-    from models.build import build_model
-
     inner = _inner_state(state)
     notes: list[str] = []
     payload = {**_metadata(state), "format": "pcl_official"}
@@ -119,20 +126,14 @@ def _load_pcl_official(state: dict[str, Any]) -> LoadedModel:
     else:
         queue_length = 16384
         notes.append(f"no queue in the checkpoint: a fresh random queue of {queue_length} keys")
-    cfg = _config(
-        method="pcl",
-        backbone="resnet50",
-        data={"image_size": 224},
-        pcl={
-            "feat_dim": feat_dim,
-            "hidden_dim": hidden,
-            "mlp": mlp,
-            "head_bn": False,  # the official head is Linear-ReLU-Linear
-            "queue_length": queue_length,
-            "momentum": 0.999,  # the official value
-        },
-    )
-    model = build_model(cfg, num_train=1)
+    section = {
+        "feat_dim": feat_dim,
+        "hidden_dim": hidden,
+        "mlp": mlp,
+        "head_bn": False,  # the official head is Linear-ReLU-Linear
+        "queue_length": queue_length,
+        "momentum": 0.999,  # the official value
+    }
 
     def rename(name: str) -> str:
         if name.startswith("fc."):
@@ -148,7 +149,4 @@ def _load_pcl_official(state: dict[str, Any]) -> LoadedModel:
     for k, v in inner.items():  # queue, queue_ptr; anything else is reported as unexpected
         if not str(k).startswith(("encoder_q.", "encoder_k.")):
             mapped[k] = v
-    _load_strict(model, mapped, _optional_official)
-    payload["import_notes"] = notes
-    epoch = _int_or_none(state.get("epoch"))
-    return LoadedModel(model, cfg, "pcl_official", epoch, None, payload, notes)
+    return _released_resnet50("pcl", section, mapped, state, payload, notes)

@@ -241,16 +241,7 @@ def test_own_format_pcl_with_clusterings_round_trips(tmp_path: Path) -> None:
     model.clusterings = [
         Clustering(centroids, torch.arange(10) % 3, torch.rand(3) + 0.1, torch.tensor([4, 3, 3]))
     ]
-    payload = make_payload(
-        config=cfg,
-        model_state=model.state_dict(),
-        optimizer_state=None,
-        epoch=1,
-        step=5,
-        rng_state=capture_rng_state(),
-        extra={"num_train": 10},
-    )
-    save_checkpoint(tmp_path / "pcl.pt", payload)
+    save_checkpoint(tmp_path / "pcl.pt", _own_payload(cfg, model, epoch=1, step=5))
     loaded = load_model(tmp_path / "pcl.pt")
     assert loaded.source == "protoscope" and loaded.config.method == "pcl"
     assert len(loaded.model.clusterings) == 1
@@ -261,14 +252,22 @@ def test_own_format_pcl_with_clusterings_round_trips(tmp_path: Path) -> None:
     assert torch.equal(loaded.model.queue, model.queue)
 
 
-def _own_payload(**changes: Any) -> dict[str, Any]:
-    cfg, model = small_swav()
+def _own_payload(
+    cfg: TrainConfig | None = None,
+    model: torch.nn.Module | None = None,
+    epoch: int = 0,
+    step: int = 1,
+    **changes: Any,
+) -> dict[str, Any]:
+    """A protoscope checkpoint of `model` (default: a small SwAV), then `changes` on top."""
+    if cfg is None or model is None:
+        cfg, model = small_swav()
     payload = make_payload(
         config=cfg,
         model_state=model.state_dict(),
         optimizer_state=None,
-        epoch=0,
-        step=1,
+        epoch=epoch,
+        step=step,
         rng_state=capture_rng_state(),
         extra={"num_train": 10},
     )
