@@ -20,7 +20,16 @@ from backend.app_services import Services
 from backend.auth import TokenAuth
 from backend.event_wakeup import EventBroker
 from backend.images import ImageCache
-from backend.routes import analysis, checkpoints, datasets, events, health, runs
+from backend.routes import (
+    analysis,
+    checkpoints,
+    datasets,
+    events,
+    health,
+    runs,
+    sweeps,
+    timeline,
+)
 from backend.settings import Settings
 from backend.store import Store
 from backend.training_jobs import JobManager
@@ -75,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, datasets, runs, events, checkpoints, analysis):
+    for module in (health, datasets, runs, events, checkpoints, analysis, sweeps, timeline):
         app.include_router(module.router)
     if settings.token:
         app.add_middleware(TokenAuth, token=settings.token)

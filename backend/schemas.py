@@ -18,6 +18,7 @@ from models.config import (
     SwAVConfig,
     TrainConfig,
 )
+from models.sweep import SweepGrid
 
 RunStatus = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
 
@@ -309,3 +310,82 @@ class Pending(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: Any = Field(description="a message, or (422) a list of {loc, msg, type}")
+
+
+# --- sweeps ---------------------------------------------------------------------------------
+class SweepCreate(SweepGrid):
+    """A grid of runs: one or two axes (a run field and its values), a step budget per cell.
+
+    Each cell becomes an ordinary run (queued like any other, listed on Runs). `fields` are
+    named run fields every cell shares (as in POST /runs); `config` a partial TrainConfig tree
+    every cell starts from.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "ε × K",
+                    "method": "swav",
+                    "dataset": "shapes",
+                    "axes": [
+                        {"field": "epsilon", "values": [0.005, 0.02, 0.05, 0.2]},
+                        {"field": "num_prototypes", "values": [16, 128]},
+                    ],
+                    "max_steps": 200,
+                }
+            ]
+        },
+    )
+
+    name: str | None = Field(None, max_length=120, description="a label for people")
+    config: dict[str, Any] | None = Field(None, description="partial TrainConfig for every cell")
+
+
+class SweepDiagnosis(BaseModel):
+    """The cell's Diagnose report while it is computed."""
+
+    status: Literal["running", "failed"]
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str
+
+
+class SweepCellOut(BaseModel):
+    cell: int = Field(description="row-major index in the grid")
+    position: list[int] = Field(description="index along each axis")
+    coords: dict[str, Any] = Field(description="{field: value} of this cell")
+    run_id: int
+    run_name: str | None
+    status: RunStatus
+    reason: str
+    step: int | None
+    loss: float | None = Field(description="the last step's loss")
+    knn_top1: float | None = Field(
+        description="kNN top-1 in [0, 1]: the Diagnose report's once known, else the run's last"
+    )
+    checkpoint_id: int | None = Field(description="the run's newest checkpoint")
+    verdict: str | None = Field(
+        description="healthy | partial / uniform / one-cluster / dimensional collapse; null "
+        "while unknown"
+    )
+    verdict_reason: str | None
+    verdict_source: Literal["diagnostics", "training log"] | None = Field(
+        description="diagnostics: the Diagnose report of the newest checkpoint of a finished "
+        "cell; training log: the live alert of a running cell (only collapses)"
+    )
+    diagnosis: SweepDiagnosis | None = Field(
+        None, description="the report is still being computed (or failed)"
+    )
+
+
+class SweepOut(BaseModel):
+    id: int
+    name: str | None
+    created_at: datetime
+    grid: dict[str, Any] = Field(description="the grid it was created from (models.sweep)")
+    num_cells: int
+    num_finished: int = Field(description="cells whose run has ended")
+    max_parallel: int = Field(description="cells (runs) that train at once on this server")
+    cells: list[SweepCellOut] | None = Field(None, description="only in GET /sweeps/{id}")

@@ -82,6 +82,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints(run_id, id);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT,
+    grid TEXT NOT NULL,              -- models.sweep.SweepGrid as JSON
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweep_cells (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+    cell INTEGER NOT NULL,           -- row-major index in the grid (models/sweep.py)
+    position TEXT NOT NULL,          -- index along each axis, JSON
+    coords TEXT NOT NULL,            -- {field: value}, JSON
+    run_id INTEGER NOT NULL UNIQUE REFERENCES runs(id),
+    PRIMARY KEY (sweep_id, cell)
+);
 """
 
 
@@ -200,18 +214,30 @@ class Store:
         config: dict[str, Any],
         request: dict[str, Any],
     ) -> dict[str, Any]:
-        now = time.time()
         with self.transaction() as conn:
-            cur = conn.execute(
-                "INSERT INTO runs (name, method, dataset, config, request, status, out_dir, "
-                "created_at, queued_at) VALUES (?, ?, ?, ?, ?, 'queued', '', ?, ?)",
-                (name, method, dataset, dumps(config), dumps(request), now, now),
-            )
-            run_id = int(cur.lastrowid or 0)
-            conn.execute("UPDATE runs SET out_dir = ? WHERE id = ?", (f"runs/{run_id}", run_id))
+            run_id = self._insert_run(conn, name, method, dataset, config, request)
         run = self.get_run(run_id)
         assert run is not None
         return run
+
+    @staticmethod
+    def _insert_run(
+        conn: sqlite3.Connection,
+        name: str | None,
+        method: str,
+        dataset: str,
+        config: dict[str, Any],
+        request: dict[str, Any],
+    ) -> int:
+        now = time.time()
+        cur = conn.execute(
+            "INSERT INTO runs (name, method, dataset, config, request, status, out_dir, "
+            "created_at, queued_at) VALUES (?, ?, ?, ?, ?, 'queued', '', ?, ?)",
+            (name, method, dataset, dumps(config), dumps(request), now, now),
+        )
+        run_id = int(cur.lastrowid or 0)
+        conn.execute("UPDATE runs SET out_dir = ? WHERE id = ?", (f"runs/{run_id}", run_id))
+        return run_id
 
     def get_run(self, run_id: int) -> dict[str, Any] | None:
         row = self.connect().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -327,6 +353,74 @@ class Store:
                 (run_id, now, dumps(event)),
             )
             return True
+
+    # --- sweeps ---------------------------------------------------------------------------------
+    def create_sweep(
+        self, name: str | None, grid: dict[str, Any], cells: list[dict[str, Any]]
+    ) -> int:
+        """A sweep and one queued run per cell, in one transaction (never half a grid).
+
+        Each of `cells` holds `cell`, `position`, `coords` and the run's `name`, `method`,
+        `dataset`, `config`, `request` (as `create_run` takes them). Returns the sweep id.
+        """
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO sweeps (name, grid, created_at) VALUES (?, ?, ?)",
+                (name, dumps(grid), time.time()),
+            )
+            sweep_id = int(cur.lastrowid or 0)
+            for c in cells:
+                run_id = self._insert_run(
+                    conn, c["name"], c["method"], c["dataset"], c["config"], c["request"]
+                )
+                conn.execute(
+                    "INSERT INTO sweep_cells (sweep_id, cell, position, coords, run_id) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (sweep_id, c["cell"], dumps(c["position"]), dumps(c["coords"]), run_id),
+                )
+        return sweep_id
+
+    def get_sweep(self, sweep_id: int) -> dict[str, Any] | None:
+        row = self.connect().execute("SELECT * FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+        return None if row is None else {**dict(row), "grid": json.loads(row["grid"])}
+
+    def list_sweeps(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Sweeps, newest first, with how many cells each has and how many have finished."""
+        finished = ",".join(f"'{s}'" for s in TERMINAL_STATUSES)
+        rows = self.connect().execute(
+            "SELECT s.*, count(c.cell) AS num_cells, "
+            f"sum(CASE WHEN r.status IN ({finished}) THEN 1 ELSE 0 END) AS num_finished "
+            "FROM sweeps s LEFT JOIN sweep_cells c ON c.sweep_id = s.id "
+            "LEFT JOIN runs r ON r.id = c.run_id GROUP BY s.id ORDER BY s.id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {**dict(r), "grid": json.loads(r["grid"]), "num_finished": int(r["num_finished"] or 0)}
+            for r in rows
+        ]
+
+    def sweep_cells(self, sweep_id: int) -> list[dict[str, Any]]:
+        """The sweep's cells in grid order, each with its run's state, newest checkpoint id,
+        last loss and last kNN top-1 (whichever event carried it last)."""
+        rows = self.connect().execute(
+            "SELECT c.cell, c.position, c.coords, c.run_id, r.name, r.status, r.reason, r.step, "
+            "(SELECT max(k.id) FROM checkpoints k WHERE k.run_id = c.run_id) AS checkpoint_id, "
+            "(SELECT json_extract(e.data, '$.loss') FROM events e WHERE e.run_id = c.run_id "
+            " AND e.type = 'step' ORDER BY e.id DESC LIMIT 1) AS loss, "
+            "(SELECT json_extract(e.data, '$.knn_top1') FROM events e WHERE e.run_id = c.run_id "
+            " AND json_extract(e.data, '$.knn_top1') IS NOT NULL ORDER BY e.id DESC LIMIT 1) "
+            "AS knn_top1 "
+            "FROM sweep_cells c JOIN runs r ON r.id = c.run_id WHERE c.sweep_id = ? "
+            "ORDER BY c.cell",
+            (sweep_id,),
+        )
+        out = []
+        for r in rows:
+            cell = dict(r)
+            cell["position"] = json.loads(cell["position"])
+            cell["coords"] = json.loads(cell["coords"])
+            out.append(cell)
+        return out
 
     # --- events ---------------------------------------------------------------------------------
     def add_event(

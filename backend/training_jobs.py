@@ -208,7 +208,7 @@ class JobManager:
             return
         active = len(self._children) + len(self._adopted)
         for run in self.store.runs_with_status(["queued"]):
-            if active >= self.settings.max_concurrent_runs:
+            if active >= self.slots:
                 return
             if self._spawn(run):
                 active += 1
@@ -224,7 +224,7 @@ class JobManager:
         if resume:
             cmd.append("--resume")
         env = dict(os.environ)
-        share = max(1, (os.cpu_count() or 1) // self.settings.max_concurrent_runs)
+        share = max(1, (os.cpu_count() or 1) // self.slots)
         env.setdefault("PROTOSCOPE_WORKER_THREADS", str(share))
         # The worker must import this very code, wherever the server was started from.
         env["PYTHONPATH"] = os.pathsep.join(
@@ -255,6 +255,15 @@ class JobManager:
         self._logs[run_id] = logfile
         log.info("run %s: started pid %s%s", run_id, proc.pid, " (resume)" if resume else "")
         return True
+
+    @property
+    def slots(self) -> int:
+        """Training processes at once: max_concurrent_runs, but never more than the cores.
+
+        Each process gets cores // slots torch threads; more processes than cores would only
+        share them and each finish later (a sweep queues its cells behind this limit).
+        """
+        return max(1, min(self.settings.max_concurrent_runs, os.cpu_count() or 1))
 
     # --- requests -------------------------------------------------------------------------------
     def submitted(self) -> None:

@@ -18,9 +18,11 @@ HERE = Path(__file__).parent
 PAGES: list[tuple[str, str, str]] = [
     ("runs", "Runs", "directions_run"),
     ("explore", "Explore", "scatter_plot"),
+    ("timeline", "Timeline", "timeline"),
     ("prototypes", "Prototypes", "grid_view"),
     ("diagnose", "Diagnose", "monitor_heart"),
     ("compare", "Compare", "compare"),
+    ("collapse_map", "Collapse map", "grid_on"),
     ("learn", "Learn", "school"),
 ]
 

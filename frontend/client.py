@@ -204,6 +204,11 @@ class Client:
     def embedding(self, ckpt: int | str, **params: Any) -> Any | Pending:
         return self._maybe_pending(f"/checkpoints/{ckpt}/embedding", params or None)
 
+    def embedding_columns(self, ckpt: int | str, **params: Any) -> Any | Pending:
+        """The map as one array per field ({columns: {index: [...], x: [...], …}}): the form
+        a map of tens of thousands of points travels in."""
+        return self.embedding(ckpt, **{**params, "format": "columns"})
+
     def prototypes(self, ckpt: int | str, **params: Any) -> Any | Pending:
         return self._maybe_pending(f"/checkpoints/{ckpt}/prototypes", params or None)
 
@@ -215,3 +220,25 @@ class Client:
 
     def compare(self, a: int | str, b: int | str, **params: Any) -> Any | Pending:
         return self._maybe_pending("/compare", {"a": a, "b": b, **params})
+
+    # --- sweeps -----------------------------------------------------------------------------
+    def sweeps(self) -> Any:
+        return self._json("GET", "/sweeps")
+
+    def sweep(self, sweep_id: int | str, diagnose: bool = True) -> Any:
+        """A sweep with its cells; `diagnose` lets the backend start finished cells' reports."""
+        params = None if diagnose else {"diagnose": "false"}
+        return self._json("GET", f"/sweeps/{sweep_id}", params=params)
+
+    def create_sweep(self, payload: Mapping[str, Any]) -> Any:
+        return self._json("POST", "/sweeps", json=dict(payload))
+
+    def stop_sweep(self, sweep_id: int | str) -> Any:
+        return self._json("POST", f"/sweeps/{sweep_id}/stop")
+
+    # --- a run's timeline -------------------------------------------------------------------
+    def timeline(self, run_id: int | str, **params: Any) -> Any | Pending:
+        return self._maybe_pending(f"/runs/{run_id}/timeline", params or None)
+
+    def timeline_gallery(self, run_id: int | str, k: int, **params: Any) -> Any | Pending:
+        return self._maybe_pending(f"/runs/{run_id}/timeline/prototypes/{int(k)}", params or None)

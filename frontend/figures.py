@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from frontend.map_columns import NONE_INT, MapColumns
 from frontend.run_events import Event, of_type
-
-if TYPE_CHECKING:
-    import numpy as np
 
 # Long runs log thousands of steps; a heatmap wider than this is binned (mean per bin) so the
 # browser stays responsive and each column is still visible.
@@ -354,6 +353,133 @@ def embedding_figure(
     return fig
 
 
+def _marker_size(n: int) -> int:
+    """Smaller dots on bigger maps: at 50,000 points 6-px dots would cover one another."""
+    return 6 if n <= 5000 else 4 if n <= 20000 else 3
+
+
+# Up to this many points a map's coordinates travel as JSON lists, beyond it as typed binary
+# arrays. Lists keep the chart's `data` plain arrays for whatever reads it in the page (with
+# typed arrays it holds {dtype, bdata} specs, and only plotly's `_fullData` has the numbers),
+# and cost < 0.05 s to build at 10,000 points; at 50,000 they would add ~0.2 s to every rerun.
+LIST_COORDS_POINTS = 10_000
+
+
+def _coords(values: np.ndarray, n: int) -> np.ndarray | list[float]:
+    if n > LIST_COORDS_POINTS:
+        return values
+    rounded: list[float] = np.round(values.astype(np.float64), 4).tolist()
+    return rounded
+
+
+def webgl_map_figure(
+    cols: MapColumns,
+    color_by: str,
+    label_names: Sequence[str] | None = None,
+    title: str = "",
+    height: int = 560,
+) -> go.Figure:
+    """A 2-D map drawn by WebGL (Scattergl), for any number of points up to 50,000 and beyond.
+
+    Built from numpy columns, which plotly sends to the browser as typed binary arrays rather
+    than JSON lists. Each point's customdata is [data set index, label, cluster] (−1: none);
+    selection reads customdata[0], never a position. Categories get a trace each and a legend
+    (up to MAX_LEGEND_CATEGORIES); numbers a colour bar.
+    """
+    values = cols.values(color_by)
+    custom = np.stack([cols.index, cols.label, cols.cluster], axis=1).astype(np.int32)
+    hover = (
+        "image %{customdata[0]}<br>label %{customdata[1]}<br>cluster %{customdata[2]}"
+        "<extra></extra>"
+    )
+    size = _marker_size(len(cols))
+    fig = go.Figure()
+    if values.dtype.kind == "i":
+        categories = np.unique(values[values != NONE_INT])
+        if len(categories) <= MAX_LEGEND_CATEGORIES:
+
+            def name_of(v: int) -> str:
+                if color_by == "label" and label_names and 0 <= v < len(label_names):
+                    return f"{v}: {label_names[v]}"
+                return f"{color_by} {v}"
+
+            groups = [
+                (name_of(int(c)), values == c, PALETTE[i % len(PALETTE)])
+                for i, c in enumerate(categories)
+            ]
+            if (values == NONE_INT).any():
+                groups.append(("none", values == NONE_INT, "lightgrey"))
+            for name, member, colour in groups:
+                fig.add_trace(
+                    go.Scattergl(
+                        x=_coords(cols.x[member], len(cols)),
+                        y=_coords(cols.y[member], len(cols)),
+                        mode="markers",
+                        name=name,
+                        marker={"size": size, "color": colour},
+                        customdata=custom[member],
+                        hovertemplate=hover,
+                    )
+                )
+        else:
+            # Too many categories for a legend: one trace, each category a colour of a cycle.
+            # Colours go as numbers through a stepwise colour scale, which plotly ships as a
+            # typed array (a list of 50,000 colour strings would take it a second to check).
+            steps = [*PALETTE, "lightgrey"]
+            rank = np.searchsorted(categories, values) % len(PALETTE)
+            rank[values == NONE_INT] = len(PALETTE)
+            scale = [
+                [edge, colour]
+                for i, colour in enumerate(steps)
+                for edge in (i / len(steps), (i + 1) / len(steps))
+            ]
+            marker = {
+                "size": size,
+                "color": rank.astype(np.float32),
+                "colorscale": scale,
+                "cmin": -0.5,
+                "cmax": len(steps) - 0.5,
+                "showscale": False,
+            }
+            fig.add_trace(
+                go.Scattergl(
+                    x=_coords(cols.x, len(cols)),
+                    y=_coords(cols.y, len(cols)),
+                    mode="markers",
+                    marker=marker,
+                    customdata=custom,
+                    hovertemplate=hover,
+                    showlegend=False,
+                )
+            )
+    else:
+        fig.add_trace(
+            go.Scattergl(
+                x=_coords(cols.x, len(cols)),
+                y=_coords(cols.y, len(cols)),
+                mode="markers",
+                marker={
+                    "size": size,
+                    "color": values,
+                    "colorscale": "Viridis",
+                    "colorbar": {"title": color_by},
+                    "showscale": True,
+                },
+                customdata=custom,
+                hovertemplate=hover.replace(
+                    "<extra>", f"<br>{color_by} %{{marker.color:.3f}}<extra>"
+                ),
+                showlegend=False,
+            )
+        )
+    fig.update_xaxes(showticklabels=False, title_text="UMAP 1")
+    fig.update_yaxes(showticklabels=False, title_text="UMAP 2", scaleanchor="x", scaleratio=1)
+    _layout(fig, title, height=height)
+    # Zoom by default, as embedding_figure (click-to-select works only outside box/lasso mode).
+    fig.update_layout(dragmode="zoom", legend={"orientation": "v", "y": 1, "x": 1.02})
+    return fig
+
+
 def selected_indices(selection: Any) -> list[int]:
     """Data set indices of the selected points, read from each point's customdata.
 
@@ -373,6 +499,10 @@ def selected_indices(selection: Any) -> list[int]:
         cd = p.get("customdata") if isinstance(p, Mapping) else None
         if isinstance(cd, (list, tuple)):
             cd = cd[0] if cd else None
+        elif isinstance(cd, Mapping):
+            # A row of a typed (binary) customdata array reaches Python as JSON.stringify
+            # writes a typed array: {"0": index, "1": …}.
+            cd = cd.get("0")
         if cd is None:
             continue
         idx = int(cd)

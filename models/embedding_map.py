@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -289,6 +289,52 @@ def points_from(arrays: Arrays) -> list[dict[str, Any]]:
     ]
 
 
+# Decimals kept of a column map's coordinates and scores: float32 carries ~7 significant digits,
+# and a map drawn on a screen a few thousand pixels wide needs far fewer, so rounding makes the
+# 50,000-point answer about a third of its size at no visible cost.
+COLUMN_DECIMALS = 4
+Layout = Literal["points", "columns"]
+
+
+def _rounded(values: np.ndarray) -> list[float | None]:
+    """float32 column → JSON-able floats rounded to COLUMN_DECIMALS (NaN becomes None)."""
+    v = np.round(np.asarray(values, dtype=np.float32).astype(np.float64), COLUMN_DECIMALS)
+    finite = np.isfinite(v)
+    out: list[float | None] = v.tolist()
+    if not finite.all():
+        for i in np.flatnonzero(~finite):
+            out[int(i)] = None
+    return out
+
+
+def _optional_ints(values: np.ndarray) -> list[int | None]:
+    """int column with -1 for "none" → JSON-able ints with None."""
+    v = np.asarray(values, dtype=np.int64)
+    out: list[int | None] = v.tolist()
+    for i in np.flatnonzero(v < 0):
+        out[int(i)] = None
+    return out
+
+
+def columns_from(arrays: Arrays) -> dict[str, list[Any]]:
+    """Row-aligned arrays → one JSON array per field (row i of each is the same point).
+
+    {index, x, y, label, cluster, confidence, phi}: the per-point answer of `points_from`
+    turned inside out, so a 50,000-point map is seven arrays rather than 50,000 objects that
+    each repeat seven key names; -1 / NaN become None as there.
+    """
+    xy = np.asarray(arrays["xy"], dtype=np.float32).reshape(-1, 2)
+    return {
+        "index": np.asarray(arrays["index"], dtype=np.int64).tolist(),
+        "x": _rounded(xy[:, 0]),
+        "y": _rounded(xy[:, 1]),
+        "label": _optional_ints(arrays["label"]),
+        "cluster": _optional_ints(arrays["cluster"]),
+        "confidence": _rounded(arrays["confidence"]),
+        "phi": _rounded(arrays["phi"]),
+    }
+
+
 def _check_params(max_fit: int, n_neighbors: int, min_dist: float) -> None:
     if max_fit < 2:
         raise ValueError(f"max_fit must be ≥ 2, got {max_fit}")
@@ -311,6 +357,7 @@ def embedding_map(
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
     feature_cache: str | Path | None = None,
+    layout: Layout = "points",
 ) -> dict[str, Any]:
     """The 2-D map of `checkpoint`'s backbone features on a split, with per-point metadata.
 
@@ -320,10 +367,15 @@ def embedding_map(
     baseline), confidence = its softmax probability at the method's temperature, phi = PCL's
     φ of that cluster (None where they do not apply). Raises CheckpointError, DatasetError, or
     ValueError for bad arguments.
+
+    layout="columns" gives the same map as {"columns": {index: [...], x: [...], …}} instead of
+    "points" (see columns_from): the compact form a 50,000-point map travels in.
     """
     t0 = time.perf_counter()
     report = progress or _quiet
     _check_params(max_fit, n_neighbors, min_dist)
+    if layout not in ("points", "columns"):
+        raise ValueError(f"layout must be 'points' or 'columns', got {layout!r}")
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be ≥ 1 or None, got {max_images}")
     params: dict[str, Any] = {
@@ -378,8 +430,13 @@ def embedding_map(
         save_arrays(path, arrays)
     report(1.0, "done")
     classes = [str(c) for c in arrays["classes"].tolist()]
+    body: dict[str, Any] = (
+        {"columns": columns_from(arrays)}
+        if layout == "columns"
+        else {"points": points_from(arrays)}
+    )
     return {
-        "points": points_from(arrays),
+        **body,
         "classes": classes or None,
         "dataset": str(arrays["dataset"]),
         # Maps cached before the folder was stored have none.

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from models.config import FIELD_PATHS, METHOD_FIELDS, TrainConfig, apply_fields, set_dotted
+from protoscope.sweep_cli import add_sweep, cmd_sweep
 
 ProgressFn = Callable[[float, str], None]
 
@@ -434,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_diagnose(sub)
     _add_compare(sub)
     _add_serve(sub)
+    add_sweep(sub)
     return parser
 
 
@@ -449,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_compare(sub_parser, args)
     if args.command == "serve":
         return _cmd_serve(args)
+    if args.command == "sweep":
+        return cmd_sweep(sub_parser, args)
     _fail(parser, f"unknown command {args.command!r}")
     return 2
 

@@ -3,7 +3,8 @@
 Starts `protoscope serve` and `streamlit run frontend/app.py` on 127.0.0.1, asks the backend for
 a default SwAV run and the same run with equipartition off (the teaching case: it collapses to
 one prototype within a minute), prints the app's URL on a line of its own, and on Ctrl-C stops
-the runs and both servers.
+the runs and both servers. `--sweep` also queues the demo sweep first (SwAV's ε × K on shapes,
+`--sweep-steps` each, models/sweep.py): the Collapse map page then fills in where it collapses.
 """
 
 from __future__ import annotations
@@ -73,6 +74,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     stop_group(proc, grace=15.0)
 
 
+def start_sweep(api: str, steps: int) -> None:
+    """Queue the demo sweep: one run per cell, trained before the demo's two runs."""
+    from models.sweep import demo_grid
+
+    body = {"name": "demo: ε × K", **demo_grid(steps).model_dump(mode="json")}
+    r = requests.post(f"{api}/sweeps", json=body, timeout=60)
+    if r.status_code >= 400:
+        raise SystemExit(f"demo: the backend refused the demo sweep: {r.text}")
+    sweep = r.json()
+    print(
+        f"demo: started sweep {sweep['id']}: {sweep['num_cells']} cells of {steps} steps, "
+        f"{sweep['max_parallel']} at once (page: Collapse map)",
+        flush=True,
+    )
+
+
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -95,6 +112,13 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=8501, help="the app's port")
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget of each run")
     ap.add_argument("--no-runs", action="store_true", help="start the servers only")
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also start the demo sweep (ε ∈ {0.005, 0.02, 0.05, 0.2} × K ∈ {16, 128}); its "
+        "cells are queued before the two runs",
+    )
+    ap.add_argument("--sweep-steps", type=int, default=600, help="training steps per sweep cell")
     args = ap.parse_args()
 
     data = Path(args.data).resolve()
@@ -128,6 +152,8 @@ def main() -> int:
     try:
         print(f"demo: starting the backend on {api} (log: {logs / 'backend.log'})", flush=True)
         wait_http(f"{api}/health", backend)
+        if args.sweep:
+            start_sweep(api, args.sweep_steps)
         if not args.no_runs:
             for body in DEMO_RUNS:
                 r = requests.post(

@@ -18,7 +18,16 @@ from pathlib import Path
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-PAGES = ["runs", "explore", "prototypes", "diagnose", "compare", "learn"]
+PAGES = [
+    "runs",
+    "explore",
+    "timeline",
+    "prototypes",
+    "diagnose",
+    "compare",
+    "collapse_map",
+    "learn",
+]
 CHROMIUM = "/usr/bin/chromium"
 DEFAULT_PAGE = "runs"
 
@@ -37,7 +46,7 @@ def settle(page: Page, timeout_s: float = 300.0) -> None:
     quiet_since = None
     while time.monotonic() < deadline:
         running = page.locator('[data-testid="stStatusWidget"]').count() > 0
-        running = running or page.locator('[data-testid="stProgress"]').count() > 0
+        running = running or _unfinished_progress(page)
         if running:
             quiet_since = None
         elif quiet_since is None:
@@ -45,6 +54,15 @@ def settle(page: Page, timeout_s: float = 300.0) -> None:
         elif time.monotonic() - quiet_since > 2.0:
             return
         time.sleep(0.25)
+
+
+def _unfinished_progress(page: Page) -> bool:
+    """A progress bar short of 100 % (a full one, like a finished sweep's, is content)."""
+    values = page.eval_on_selector_all(
+        '[data-testid="stProgress"] [role="progressbar"]',
+        "bars => bars.map(b => Number(b.getAttribute('aria-valuenow') ?? 0))",
+    )
+    return any(v < 100 for v in values)
 
 
 def shoot(app_url: str, out: Path, pages: list[str], width: int, height: int) -> list[Path]:

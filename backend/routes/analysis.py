@@ -155,8 +155,15 @@ def diagnostics(
 @router.get(
     "/checkpoints/{checkpoint_id}/embedding",
     summary="2-D UMAP map of the embeddings",
+    description="format=points (the default): one JSON object per point. format=columns: one "
+    "JSON array per field, `{columns: {index: [...], x: [...], y: [...], label, cluster, "
+    "confidence, phi}}` (floats rounded to 4 decimals), less than half the bytes of a large map. "
+    "`offset` / `limit` return a page of the rows (`num_points` stays the map's total).",
     responses={
-        200: {"description": "{points: [{index, x, y, label, cluster, …}], …}"},
+        200: {
+            "description": "{points: [{index, x, y, label, cluster, …}], …} or "
+            "{columns: {index: [...], x: [...], …}, …}"
+        },
         **RESPONSES,
     },
 )
@@ -168,6 +175,11 @@ def embedding(
     n_neighbors: int = Query(15, ge=2, le=200),
     min_dist: float = Query(0.1, ge=0.0, le=1.0),
     seed: int = Query(0, ge=0, le=2**31 - 1),
+    format: Literal["points", "columns"] = Query(
+        "points", description="points: an object per point; columns: an array per field"
+    ),
+    offset: int = Query(0, ge=0, le=MAX_IMAGES, description="first row of the page"),
+    limit: int | None = Query(None, ge=1, le=MAX_IMAGES, description="rows in the page"),
     svc: Services = Depends(get_services),
 ) -> Response:
     params = {
@@ -176,6 +188,7 @@ def embedding(
         "n_neighbors": n_neighbors,
         "min_dist": min_dist,
         "seed": seed,
+        "layout": format,
     }
 
     def analysis() -> Analysis:
@@ -183,7 +196,19 @@ def embedding(
 
         return lambda path, **kw: embedding_map(path, cache_dir=_umap_cache(svc), **kw)
 
-    return _of_checkpoint(svc, "embedding", checkpoint_id, images, params, analysis)
+    def page(body: bytes) -> bytes:
+        # One cached answer per map; a page is cut from it here (cheap next to the map itself).
+        answer = json.loads(body)
+        end = None if limit is None else offset + limit
+        if "columns" in answer:
+            answer["columns"] = {k: v[offset:end] for k, v in answer["columns"].items()}
+        else:
+            answer["points"] = answer["points"][offset:end]
+        return json.dumps({**answer, "offset": offset, "limit": limit}).encode()
+
+    paged = offset > 0 or limit is not None
+    pick = page if paged else None
+    return _of_checkpoint(svc, "embedding", checkpoint_id, images, params, analysis, pick)
 
 
 def _galleries() -> Analysis:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -134,7 +135,8 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
         assert isinstance(ckpt, int)
         # Start the two slow analyses (UMAP) now, exactly as the pages ask for them: they are
         # computed while the quicker pages are tested.
-        for path in (f"/checkpoints/{ckpt}/embedding", f"/compare?a={ckpt}&b={ckpt}"):
+        explore = f"/checkpoints/{ckpt}/embedding?max_images=5000&format=columns"
+        for path in (explore, f"/compare?a={ckpt}&b={ckpt}"):
             assert requests.get(url + path, timeout=30).status_code in (200, 202)
         yield Backend(url, run["id"], ckpt, data)
 
@@ -230,6 +232,17 @@ def test_prototypes_page_lists_the_prototypes_with_their_images(
     assert all("EMPTY" in e for e in empty)
 
 
+def _array(spec: Any) -> np.ndarray:
+    """A plotly array of a figure's JSON: a list, or a typed one {dtype, bdata[, shape]}."""
+    if not isinstance(spec, dict):
+        return np.asarray(spec)
+    flat = np.frombuffer(base64.b64decode(spec["bdata"]), dtype=np.dtype(spec["dtype"]))
+    shape = spec.get("shape")
+    if isinstance(shape, str):
+        shape = [int(s) for s in shape.split(",")]
+    return flat.reshape(shape) if shape else flat
+
+
 def test_explore_page_draws_the_map_once_the_embedding_is_ready(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,7 +250,9 @@ def test_explore_page_draws_the_map_once_the_embedding_is_ready(
     at = _until(at, lambda a: _charts(a) >= 1, "the UMAP map")
     assert at.selectbox(key="explore_ckpt").value == backend.checkpoint_id
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
-    indices = sorted(int(cd[0]) for trace in fig["data"] for cd in trace["customdata"])
+    assert {trace["type"] for trace in fig["data"]} == {"scattergl"}  # WebGL
+    # customdata travels as a typed binary array: (N, 3) of [index, label, cluster].
+    indices = sorted(int(cd[0]) for trace in fig["data"] for cd in _array(trace["customdata"]))
     assert indices == list(range(2000))  # every test image, customdata = its data set index
     assert any("2000 images of `shapes`" in str(c.value) for c in at.caption)
     # Hover previews: one component bound to the map by its key, a thumbnail per data set index.
@@ -443,3 +458,25 @@ def test_runs_page_shows_the_backend_s_collapse_alert(
     at = _page(backend, "runs", monkeypatch, run=run_id)
     shown = [str(e.value) for e in at.error]
     assert any(e.startswith("**Collapse!**") and served["message"] in e for e in shown), shown
+
+
+def test_explore_page_sends_thumbnails_near_the_mouse_for_a_big_map(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from frontend import hover_map
+
+    # This map's 2,000 points count as big here: the previews go lazy, as at 50,000.
+    monkeypatch.setattr(hover_map, "MAX_HOVER_IMAGES", 500)
+    at = _page(backend, "explore", monkeypatch, checkpoint=backend.checkpoint_id, points=2000)
+    at = _until(at, lambda a: _charts(a) >= 1, "the UMAP map")
+    assert at.select_slider(key="explore_points").value == 2000  # ?points= preselects it
+    key = f"explore_map_{backend.checkpoint_id}_hover"
+    hover = json.loads(at.get("bidi_component")[0].proto.json)
+    assert hover["lazy"] is True and hover["thumbs"] == {}  # nothing fetched up front
+    # The browser reports the point under the mouse; the fragment answers with its thumbnail
+    # and those of its neighbours on the map.
+    at.session_state[key] = {"hover": 7}
+    at.run()
+    hover = json.loads(at.get("bidi_component")[0].proto.json)
+    assert not at.exception
+    assert "7" in hover["thumbs"] and len(hover["thumbs"]) == hover_map.LAZY_BATCH

@@ -1,0 +1,241 @@
+"""One checkpoint's share of a timeline: its map, clusters, usage, galleries and verdict.
+
+Computed from the shared caches (features: models/features.py; map: Explore's own
+`embedding_map.map_of`, so a checkpoint already opened on Explore is not mapped again) and
+kept as one .npz per checkpoint × images × parameters. A timeline of a run that gained one
+checkpoint computes one frame; a timeline opened again reads files only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.nn.functional as F
+
+from models.disk_cache import Arrays, cache_key, checkpoint_hash, load_arrays, save_arrays
+from models.embedding_map import map_arrays, map_of
+
+FRAME_VERSION = 1  # bump when what a frame holds, or how it is computed, changes
+# The report's scalars a timeline plots per epoch (whichever a model has).
+SUMMARY_KEYS = (
+    "verdict",
+    "reason",
+    "num_prototypes",
+    "active_prototypes",
+    "usage_entropy",
+    "assignment_entropy",
+    "embedding_std",
+    "expected_std",
+    "effective_rank",
+    "nmi",
+    "cluster_accuracy",
+)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class EpochFrame:
+    """Row i of every per-image array is the image `index[i]`.
+
+    xy (N, 2) is this checkpoint's own map (not yet aligned); cluster (N,) the argmax
+    prototype (-1: none); galleries (K, top_k) the data set indices of the images nearest to
+    each prototype; summary the verdict and scalars of `SUMMARY_KEYS`, `method`, `epochs_done`,
+    `step` and, for PCL, `pcl` (φ against size for each clustering).
+    """
+
+    index: np.ndarray
+    label: np.ndarray
+    xy: np.ndarray
+    cluster: np.ndarray
+    confidence: np.ndarray
+    phi: np.ndarray
+    galleries: np.ndarray
+    summary: dict[str, Any]
+    dataset: str
+    data_root: str | None
+    classes: list[str]
+
+    def to_arrays(self) -> Arrays:
+        return {
+            "index": self.index,
+            "label": self.label,
+            "xy": self.xy,
+            "cluster": self.cluster,
+            "confidence": self.confidence,
+            "phi": self.phi,
+            "galleries": self.galleries,
+            "summary": np.array(json.dumps(self.summary), dtype=np.str_),
+            "dataset": np.array(self.dataset, dtype=np.str_),
+            "data_root": np.array(self.data_root or "", dtype=np.str_),
+            "classes": np.array(self.classes, dtype=np.str_),
+        }
+
+    @classmethod
+    def from_arrays(cls, a: Arrays) -> EpochFrame:
+        return cls(
+            index=a["index"],
+            label=a["label"],
+            xy=a["xy"],
+            cluster=a["cluster"],
+            confidence=a["confidence"],
+            phi=a["phi"],
+            galleries=a["galleries"],
+            summary=json.loads(str(a["summary"])),
+            dataset=str(a["dataset"]),
+            data_root=str(a["data_root"]) or None,
+            classes=[str(c) for c in a["classes"].tolist()],
+        )
+
+
+def prototype_galleries(space: np.ndarray, prototypes: np.ndarray, top_k: int) -> np.ndarray:
+    """(K, min(top_k, N)) row positions of the images nearest (cosine) to each prototype."""
+    from models.galleries import nearest
+
+    if prototypes.shape[0] == 0 or space.shape[0] == 0:
+        return np.zeros((prototypes.shape[0], 0), dtype=np.int64)
+    _, ids = nearest(prototypes, space, top_k)
+    return ids.astype(np.int64)
+
+
+def _pcl_phi_vs_size(model: Any, projected: Any) -> list[dict[str, Any]] | None:
+    """φ against size on the evaluated images, for each of a PCL model's clusterings."""
+    from dataclasses import asdict
+
+    from models.diagnostics import cluster_assignments, phi_vs_size
+
+    clusterings = getattr(model, "clusterings", None)
+    if not clusterings or projected is None:
+        return None
+    out = []
+    for c in clusterings:
+        p = phi_vs_size(
+            c.phi.detach().cpu(),
+            cluster_assignments(projected, c.centroids.detach().cpu()),
+            c.sizes.detach().cpu(),
+        )
+        out.append({k: v for k, v in asdict(p).items() if k != "train_sizes"})
+    return out
+
+
+def compute_frame(
+    checkpoint: Path,
+    checkpoint_sha256: str,
+    dataset: str | None,
+    data_root: str | None,
+    split: str,
+    max_images: int | None,
+    top_k: int,
+    map_cache: Path,
+    feature_cache: Path | None,
+    report: Progress,
+) -> EpochFrame:
+    """A frame from the checkpoint (features and map from their caches when there)."""
+    from models.collapse_rules import early_note
+    from models.diagnostics import diagnose_tensors
+    from models.features import load_inputs
+
+    inputs = load_inputs(
+        checkpoint,
+        dataset,
+        data_root,
+        split,
+        max_images,
+        lambda f, m: report(0.6 * f, m),
+        cache_dir=feature_cache,
+    )
+    feats, loaded = inputs.features, inputs.loaded
+    cfg = loaded.config
+    report(0.6, f"map of {feats.num_images:,} images")
+    temperature = cfg.prediction_temperature
+    if feats.num_images >= 2:
+        arrays, _ = map_of(checkpoint_sha256, feats, inputs.data, split, map_cache, temperature)
+    else:  # map_of's default max_fit needs two points; one image is a point at the origin
+        arrays = map_arrays(feats, temperature)
+    report(0.9, "verdict and galleries")
+    has_protos = cfg.method != "supervised" and feats.logits is not None
+    space = feats.projected if feats.projected is not None else F.normalize(feats.backbone, dim=1)
+    metrics = diagnose_tensors(
+        space,
+        feats.logits if has_protos else None,
+        temperature,
+        feats.prototypes if has_protos else None,
+        loaded.recent_steps,
+        feats.labels,
+        cfg.method,
+    )
+    metrics["reason"] += early_note(metrics["verdict"], loaded.source, loaded.epochs_done)
+    summary: dict[str, Any] = {k: metrics[k] for k in SUMMARY_KEYS if k in metrics}
+    summary.update(
+        method=cfg.method,
+        epochs_done=loaded.epochs_fraction,
+        step=loaded.step,
+        pcl=_pcl_phi_vs_size(loaded.model, feats.projected),
+    )
+    protos = feats.prototypes if has_protos and feats.prototypes is not None else None
+    if protos is not None:
+        rows = prototype_galleries(space.numpy(), protos.numpy(), top_k)
+        galleries = arrays["index"][rows] if rows.size else rows
+    else:
+        galleries = np.zeros((0, 0), dtype=np.int64)
+    return EpochFrame(
+        index=arrays["index"],
+        label=arrays["label"],
+        xy=arrays["xy"].astype(np.float32),
+        cluster=arrays["cluster"],
+        confidence=arrays["confidence"],
+        phi=arrays["phi"],
+        galleries=galleries.astype(np.int64),
+        summary=summary,
+        dataset=inputs.data.name,
+        data_root=inputs.data.root,
+        classes=[str(c) for c in inputs.images.classes or []],
+    )
+
+
+def frame_of(
+    checkpoint: str | Path,
+    folder: Path,
+    map_cache: Path,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    split: str = "test",
+    max_images: int | None = 2000,
+    top_k: int = 8,
+    feature_cache: Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[EpochFrame, bool]:
+    """(frame, from the cache?) of one checkpoint on these images.
+
+    Keyed by the checkpoint's bytes and the request, so a repeated request needs neither the
+    model nor the images. Raises CheckpointError, DatasetError or ValueError.
+    """
+    report = progress or (lambda f, m: None)
+    path = Path(checkpoint)
+    sha = checkpoint_hash(path)
+    key = cache_key(
+        FRAME_VERSION,
+        sha,
+        dataset=dataset,
+        data_root=data_root,
+        split=split,
+        max_images=max_images,
+        top_k=top_k,
+    )
+    file = folder / f"frame-{key}.npz"
+    arrays = load_arrays(file) if file.exists() else None
+    if arrays is not None:
+        try:
+            return EpochFrame.from_arrays(arrays), True
+        except (KeyError, ValueError):  # an entry of another layout: computed again
+            pass
+    frame = compute_frame(
+        path, sha, dataset, data_root, split, max_images, top_k, map_cache, feature_cache, report
+    )
+    save_arrays(file, frame.to_arrays())
+    return frame, False

@@ -1,0 +1,102 @@
+"""The Collapse map in a real browser (Debian's chromium through Playwright), real servers.
+
+Opens `/collapse_map?sweep=ID` on a sweep written into the backend's database, sees both heat
+maps drawn with each cell's state, watches the map refresh by itself when the running cell
+reports a kNN, and follows a cell's link to its run on the Runs page — with no error or
+exception element anywhere on the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from backend.store import Store
+from tests.frontend.test_collapse_map_page import written_sweep
+from tests.support import backend_server, frontend_server
+
+CHROMIUM = "/usr/bin/chromium"
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+# The text of every cell of the n-th heat map on the page, flattened ('' when not drawn yet).
+MAP_TEXT = """(n) => {
+    const gd = document.querySelectorAll('.js-plotly-plot')[n];
+    if (!gd || !gd.data || !gd.data[0].text) return '';
+    return gd.data[0].text.flat().join(' | ');
+}"""
+
+
+def wait_on_page(what: str, check: Callable[[], bool], page: Page, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
+        time.sleep(0.5)
+    page.screenshot(path="/tmp/e2e-collapse-map-failure.png", full_page=True)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def choose_cell(page: Page, name: str, link: str) -> None:
+    """Pick a cell in 'Open a cell' until its `link` shows; the map's refresh tick may close
+    the open list before the click lands, so try again."""
+    box = page.get_by_role("combobox", name="Open a cell")
+    for _ in range(10):
+        box.click()
+        with contextlib.suppress(PlaywrightTimeout):
+            page.get_by_role("option", name=name).click(timeout=3_000)
+        with contextlib.suppress(PlaywrightTimeout):
+            page.get_by_role("link", name=link).wait_for(timeout=2_000)
+            return
+    raise AssertionError(f"could not choose {name!r} in 'Open a cell'")
+
+
+@pytest.mark.timeout(300)
+def test_the_collapse_map_draws_refreshes_and_links_each_cell(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with (
+        backend_server(data) as api,
+        frontend_server(api, tmp_path / "frontend.log") as app,
+        sync_playwright() as p,
+    ):
+        sweep_id, run_ids = written_sweep(data)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(f"{app}/collapse_map?sweep={sweep_id}")
+
+        def maps_drawn() -> bool:
+            return page.locator(".js-plotly-plot").count() == 2 and bool(page.evaluate(MAP_TEXT, 1))
+
+        wait_on_page("both heat maps", maps_drawn, page)
+        verdicts = page.evaluate(MAP_TEXT, 0)
+        assert "one-cluster (steps)<br>11.0 %" in verdicts and "uniform (live)" in verdicts, (
+            verdicts
+        )
+        assert "3 / 4 cells trained" in page.inner_text("body")
+
+        # The running cell reports a kNN: the map shows it on its own, without a reload.
+        store = Store(data / "protoscope.sqlite3", data)
+        store.add_event(run_ids[2], {"type": "knn", "step": 80, "knn_top1": 0.3})
+        store.close()
+        wait_on_page("the refreshed kNN map", lambda: "30.0 %" in page.evaluate(MAP_TEXT, 1), page)
+
+        # A cell's link opens its run on the Runs page (the app's default page, at /), in
+        # this tab. Cell 1: cell 0's run would rightly show its red collapse alert there.
+        choose_cell(page, "cell 1: epsilon = 0.02, num_prototypes = 40", f"Run {run_ids[1]}")
+        page.get_by_role("link", name=f"Run {run_ids[1]}").click()
+        wait_on_page("the Runs page", lambda: f"run={run_ids[1]}" in page.url, page)
+        chosen = page.get_by_role("combobox", name="Run")
+        wait_on_page(
+            "the cell's run chosen on Runs",
+            lambda: "num_prototypes=40" in (chosen.input_value() + chosen.inner_text()),
+            page,
+        )
+        # Its own numbers: cell 1's loss and kNN (45 %), no other cell's.
+        wait_on_page("its live view", lambda: "45.0 %" in page.inner_text("body"), page)
+        assert page.locator(ERRORS).count() == 0
+        browser.close()

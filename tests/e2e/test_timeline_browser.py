@@ -1,0 +1,99 @@
+"""The Timeline page in a real browser (Debian's chromium through Playwright), real servers and
+a real tiny run: the map and the Sankey draw, Play and the slider move through the epochs, and
+no error or exception appears anywhere on the way."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from tests.backend.test_timeline_api import trained_run
+from tests.support import backend_server, frontend_server
+
+CHROMIUM = "/usr/bin/chromium"
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+IMAGES = 300
+
+# The animated map: the plotly chart with a slider.
+MAP = """() => [...document.querySelectorAll('.js-plotly-plot')]
+    .find((gd) => gd.layout && gd.layout.sliders && gd.layout.sliders.length)"""
+# The map's title names its epoch (Streamlit's theme wraps it in <b>: stripped).
+MAP_TITLE = (
+    f"() => {{ const gd = ({MAP})(); "
+    "return gd ? gd._fullLayout.title.text.replace(/<[^>]+>/g, '') : ''; }"
+)
+MAP_POINTS = f"() => {{ const gd = ({MAP})(); return gd ? gd.data[0].x.length : 0; }}"
+SANKEY_NODES = "() => document.querySelectorAll('.sankey .sankey-node').length"
+
+
+def wait_on_page(what: str, check: Callable[[], bool], timeout: float, page: Page) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
+        time.sleep(0.25)
+    page.screenshot(path="/tmp/e2e-timeline-failure.png", full_page=True)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def no_errors(page: Page) -> None:
+    errors = page.locator(ERRORS)
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+@pytest.mark.timeout(420)
+def test_timeline_page_draws_plays_and_slides(tmp_path: Path) -> None:
+    assert Path(CHROMIUM).exists(), "chromium is missing: `make test` installs it"
+    data = tmp_path / "data"
+    data.mkdir()
+    run_id = trained_run(data, "swav")
+    with (
+        backend_server(data) as api,
+        frontend_server(api, tmp_path / "frontend.log") as app,
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{app}/timeline?run={run_id}&images={IMAGES}")
+        wait_on_page("the map", lambda: page.evaluate(MAP_POINTS) == IMAGES, 240, page)
+        assert page.evaluate(MAP_TITLE).startswith("epoch 3")  # opens at the last epoch
+        page.locator(".sankey").first.scroll_into_view_if_needed()
+        wait_on_page("the Sankey", lambda: page.evaluate(SANKEY_NODES) >= 3, 60, page)
+        no_errors(page)
+
+        # Play: the map goes back to the first epoch and moves through the run.
+        seen: set[str] = set()
+        page.locator(".updatemenu-button").first.scroll_into_view_if_needed()
+        page.locator(".updatemenu-button", has_text="Play").click()
+
+        def played() -> bool:
+            seen.add(page.evaluate(MAP_TITLE).split(" · ")[0])
+            return {"epoch 1", "epoch 2", "epoch 3"} <= seen
+
+        wait_on_page("Play to show every epoch", played, 30, page)
+        no_errors(page)
+
+        # The slider: drag its handle to the left end, the first epoch.
+        page.wait_for_timeout(2 * 600)  # let the animation finish
+        grip = page.locator(".slider-grip-rect").first.bounding_box()
+        rail = page.locator(".slider-rail-rect").first.bounding_box()
+        assert grip is not None and rail is not None
+        page.mouse.move(grip["x"] + grip["width"] / 2, grip["y"] + grip["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(rail["x"] + 2, grip["y"] + grip["height"] / 2, steps=8)
+        page.mouse.up()
+        wait_on_page(
+            "the slider to show epoch 1",
+            lambda: page.evaluate(MAP_TITLE).startswith("epoch 1"),
+            20,
+            page,
+        )
+        no_errors(page)
+        browser.close()
