@@ -12,11 +12,11 @@ from pathlib import Path
 
 from playwright.sync_api import BrowserContext, Page, Playwright
 
-CHROMIUM = "/usr/bin/chromium"
+from tests.e2e.pages import CHROMIUM
+
 # Headless Chromium without a GPU draws WebGL with SwiftShader (software). Debian's falls back
 # to it by itself today; Chromium is deprecating that silent fallback, so it is asked for.
 CHROMIUM_ARGS = ["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader"]
-ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 PREVIEW = '[data-testid="map-hover-preview"]'
 
 # The map is drawn: the plotly graph holds `n` points in WebGL traces and has painted a frame.
@@ -61,11 +61,6 @@ def launch(pw: Playwright, profile: Path) -> BrowserContext:
         headless=True,
         viewport={"width": 1400, "height": 1000},
     )
-
-
-def no_errors(page: Page) -> None:
-    errors = page.locator(ERRORS)
-    assert errors.count() == 0, errors.first.inner_text()
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ exception element anywhere on the way.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,28 +16,16 @@ from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from backend.store import Store
+from tests.e2e.pages import CHROMIUM, ERRORS, wait_on_page
 from tests.frontend.test_collapse_map_page import written_sweep
 from tests.support import backend_server, frontend_server
 
-CHROMIUM = "/usr/bin/chromium"
-ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 # The text of every cell of the n-th heat map on the page, flattened ('' when not drawn yet).
 MAP_TEXT = """(n) => {
     const gd = document.querySelectorAll('.js-plotly-plot')[n];
     if (!gd || !gd.data || !gd.data[0].text) return '';
     return gd.data[0].text.flat().join(' | ');
 }"""
-
-
-def wait_on_page(what: str, check: Callable[[], bool], page: Page, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
-        time.sleep(0.5)
-    page.screenshot(path="/tmp/e2e-collapse-map-failure.png", full_page=True)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def choose_cell(page: Page, name: str, link: str) -> None:
@@ -72,7 +58,7 @@ def test_the_collapse_map_draws_refreshes_and_links_each_cell(tmp_path: Path) ->
         def maps_drawn() -> bool:
             return page.locator(".js-plotly-plot").count() == 2 and bool(page.evaluate(MAP_TEXT, 1))
 
-        wait_on_page("both heat maps", maps_drawn, page)
+        wait_on_page("both heat maps", maps_drawn, 90, page)
         verdicts = page.evaluate(MAP_TEXT, 0)
         assert "one-cluster (steps)<br>11.0 %" in verdicts and "uniform (live)" in verdicts, (
             verdicts
@@ -83,20 +69,23 @@ def test_the_collapse_map_draws_refreshes_and_links_each_cell(tmp_path: Path) ->
         store = Store(data / "protoscope.sqlite3", data)
         store.add_event(run_ids[2], {"type": "knn", "step": 80, "knn_top1": 0.3})
         store.close()
-        wait_on_page("the refreshed kNN map", lambda: "30.0 %" in page.evaluate(MAP_TEXT, 1), page)
+        wait_on_page(
+            "the refreshed kNN map", lambda: "30.0 %" in page.evaluate(MAP_TEXT, 1), 90, page
+        )
 
         # A cell's link opens its run on the Runs page (the app's default page, at /), in
         # this tab. Cell 1: cell 0's run would rightly show its red collapse alert there.
         choose_cell(page, "cell 1: epsilon = 0.02, num_prototypes = 40", f"Run {run_ids[1]}")
         page.get_by_role("link", name=f"Run {run_ids[1]}").click()
-        wait_on_page("the Runs page", lambda: f"run={run_ids[1]}" in page.url, page)
+        wait_on_page("the Runs page", lambda: f"run={run_ids[1]}" in page.url, 90, page)
         chosen = page.get_by_role("combobox", name="Run")
         wait_on_page(
             "the cell's run chosen on Runs",
             lambda: "num_prototypes=40" in (chosen.input_value() + chosen.inner_text()),
+            90,
             page,
         )
         # Its own numbers: cell 1's loss and kNN (45 %), no other cell's.
-        wait_on_page("its live view", lambda: "45.0 %" in page.inner_text("body"), page)
+        wait_on_page("its live view", lambda: "45.0 %" in page.inner_text("body"), 90, page)
         assert page.locator(ERRORS).count() == 0
         browser.close()

@@ -7,8 +7,6 @@ nearest neighbours beside the map — with no error or exception element anywher
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,21 +14,8 @@ import requests
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from tests.e2e.pages import CHROMIUM, no_errors, wait_on_page
 from tests.support import backend_server, frontend_server
-
-CHROMIUM = "/usr/bin/chromium"
-ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-
-
-def wait_on_page(what: str, check: Callable[[], bool], timeout: float, page: Page) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
-        time.sleep(0.5)
-    page.screenshot(path="/tmp/e2e-failure.png", full_page=True)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def plot_points(page: Page) -> int:
@@ -114,11 +99,6 @@ def click_shows_the_point(page: Page) -> None:
     page.mouse.click(x, y)
     page.get_by_text(f"Image {hovered} ·").wait_for(timeout=60_000)
     page.get_by_text("Nearest images in the embedding").wait_for(timeout=60_000)
-
-
-def no_errors(page: Page) -> None:
-    errors = page.locator(ERRORS)
-    assert errors.count() == 0, errors.first.inner_text()
 
 
 @pytest.mark.timeout(420)

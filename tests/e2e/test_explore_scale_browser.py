@@ -16,6 +16,7 @@ from playwright.sync_api import sync_playwright
 from frontend import hover_map
 from tests.e2e import map_browser
 from tests.e2e.explore_scale_setup import precompute_map, train_checkpoint, write_image_folder
+from tests.e2e.pages import no_errors
 from tests.support import backend_server, frontend_server
 
 IMAGES = 2400
@@ -54,7 +55,7 @@ def test_a_big_map_draws_as_webgl_selects_by_box_and_previews_on_hover(tmp_path:
         browser = map_browser.launch(pw, tmp_path / "profile")
         page = browser.new_page()
         map_browser.open_map(page, f"{app}/explore?checkpoint={ckpt}&points={MAP_SIZE}", IMAGES)
-        map_browser.no_errors(page)
+        no_errors(page)
         drawn, traces = page.evaluate(map_browser.GL_POINTS)
         assert drawn == IMAGES and traces >= 1  # every point, in WebGL traces only
         assert page.locator(".js-plotly-plot canvas").count() > 0
@@ -77,5 +78,5 @@ def test_a_big_map_draws_as_webgl_selects_by_box_and_previews_on_hover(tmp_path:
         assert selection.count == inside > 1
         assert selection.shown >= min(inside, 2)
         page.get_by_text(f"Selection: {inside} images").wait_for(timeout=10_000)
-        map_browser.no_errors(page)
+        no_errors(page)
         browser.close()

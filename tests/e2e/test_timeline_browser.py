@@ -4,18 +4,15 @@ no error or exception appears anywhere on the way."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import sync_playwright
 
 from tests.backend.test_timeline_api import trained_run
+from tests.e2e.pages import CHROMIUM, no_errors, wait_on_page
 from tests.support import backend_server, frontend_server
 
-CHROMIUM = "/usr/bin/chromium"
-ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 IMAGES = 300
 
 # The animated map: the plotly chart with a slider.
@@ -28,22 +25,6 @@ MAP_TITLE = (
 )
 MAP_POINTS = f"() => {{ const gd = ({MAP})(); return gd ? gd.data[0].x.length : 0; }}"
 SANKEY_NODES = "() => document.querySelectorAll('.sankey .sankey-node').length"
-
-
-def wait_on_page(what: str, check: Callable[[], bool], timeout: float, page: Page) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
-        time.sleep(0.25)
-    page.screenshot(path="/tmp/e2e-timeline-failure.png", full_page=True)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def no_errors(page: Page) -> None:
-    errors = page.locator(ERRORS)
-    assert errors.count() == 0, errors.first.inner_text()
 
 
 @pytest.mark.timeout(420)
