@@ -35,20 +35,29 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _identity(path: FsPath) -> dict[str, Any]:
+def file_identity(path: FsPath) -> dict[str, Any]:
     """What makes a cached answer stale: the file's path, size and modification time."""
     st = path.stat()
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _answer(
+def cached_answer(
     svc: Services,
     kind: str,
     identity: dict[str, Any],
     compute: Callable[[Progress], Any],
     pick: Callable[[bytes], bytes] | None = None,
 ) -> Response:
-    key = svc.analysis.key(kind, identity)
+    return answer_of_job(svc, svc.analysis.key(kind, identity), compute, pick)
+
+
+def answer_of_job(
+    svc: Services,
+    key: str,
+    compute: Callable[[Progress], Any],
+    pick: Callable[[bytes], bytes] | None = None,
+) -> Response:
+    """The cached answer (200), or 202 with the job's progress; the job's failure as its 4xx/5xx."""
     try:
         outcome = svc.analysis.get(key, compute, svc.settings.analysis_wait_s)
     except AnalysisFailed as e:
@@ -86,18 +95,39 @@ def images_query(
     return Images(dataset, svc.data_root(data_root), split)
 
 
-def _feature_cache(svc: Services) -> FsPath:
+def feature_cache_dir(svc: Services) -> FsPath:
     """The features every analysis shares (models/features.py), under the data folder."""
     return svc.settings.data_path / "cache" / "features"
 
 
-def _umap_cache(svc: Services) -> FsPath:
+def umap_cache_dir(svc: Services) -> FsPath:
     return svc.settings.data_path / "cache" / "umap"
 
 
 # models' analysis of one checkpoint: f(path, progress=…, feature_cache=…, dataset=…,
 # data_root=…, split=…, **params) → a JSON-able dict.
 Analysis = Callable[..., dict[str, Any]]
+
+
+def checkpoint_job(
+    svc: Services,
+    kind: str,
+    checkpoint_id: int,
+    images: Images,
+    params: dict[str, Any],
+    analysis: Callable[[], Analysis],
+) -> tuple[str, Callable[[Progress], dict[str, Any]]]:
+    """One analysis of one checkpoint as the analysis cache runs it: its key (the file's
+    identity and every parameter) and its computation. `analysis` imports the models function
+    lazily (the server starts without torch). 404 for an unknown checkpoint or a lost file."""
+    row, path = svc.checkpoint_path(checkpoint_id)
+    args = {**images.data, "split": images.split, **params}
+
+    def compute(progress: Progress) -> dict[str, Any]:
+        out = analysis()(path, progress=progress, feature_cache=feature_cache_dir(svc), **args)
+        return {**out, "checkpoint": row["path"], "checkpoint_id": checkpoint_id}
+
+    return svc.analysis.key(kind, {"ckpt": file_identity(path), **args}), compute
 
 
 def _of_checkpoint(
@@ -109,31 +139,14 @@ def _of_checkpoint(
     analysis: Callable[[], Analysis],
     pick: Callable[[bytes], bytes] | None = None,
 ) -> Response:
-    """Answer one analysis of one checkpoint: cached by the file's identity and every
-    parameter, computed on the analysis pool. `analysis` imports the models function lazily
-    (the server starts without torch)."""
-    row, path = svc.checkpoint_path(checkpoint_id)
-    args = {**images.data, "split": images.split, **params}
-
-    def compute(progress: Progress) -> dict[str, Any]:
-        out = analysis()(path, progress=progress, feature_cache=_feature_cache(svc), **args)
-        return {**out, "checkpoint": row["path"], "checkpoint_id": checkpoint_id}
-
-    return _answer(svc, kind, {"ckpt": _identity(path), **args}, compute, pick)
+    """Answer one analysis of one checkpoint, computed on the analysis pool and cached."""
+    key, compute = checkpoint_job(svc, kind, checkpoint_id, images, params, analysis)
+    return answer_of_job(svc, key, compute, pick)
 
 
-@router.get(
-    "/checkpoints/{checkpoint_id}/diagnostics",
-    summary="Collapse diagnostics and the verdict",
-    responses={200: {"description": "models.diagnostics.DiagnosticReport"}, **RESPONSES},
-)
-def diagnostics(
-    checkpoint_id: int = CheckpointId,
-    images: Images = Depends(images_query),
-    max_images: int = Query(2000, ge=1, le=MAX_IMAGES),
-    svc: Services = Depends(get_services),
-) -> Response:
-    row, _ = svc.checkpoint_path(checkpoint_id)
+def diagnose_analysis(svc: Services, row: dict[str, Any]) -> Callable[[], Analysis]:
+    """The Diagnose report of the checkpoint `row` (the diagnostics route's and a sweep
+    cell's: one computation under one key, so either finds the other's report)."""
 
     def analysis() -> Analysis:
         from models.diagnostics import diagnose_checkpoint
@@ -148,7 +161,23 @@ def diagnostics(
 
         return run
 
+    return analysis
+
+
+@router.get(
+    "/checkpoints/{checkpoint_id}/diagnostics",
+    summary="Collapse diagnostics and the verdict",
+    responses={200: {"description": "models.diagnostics.DiagnosticReport"}, **RESPONSES},
+)
+def diagnostics(
+    checkpoint_id: int = CheckpointId,
+    images: Images = Depends(images_query),
+    max_images: int = Query(2000, ge=1, le=MAX_IMAGES),
+    svc: Services = Depends(get_services),
+) -> Response:
+    row, _ = svc.checkpoint_path(checkpoint_id)
     params = {"max_images": max_images}
+    analysis = diagnose_analysis(svc, row)
     return _of_checkpoint(svc, "diagnostics", checkpoint_id, images, params, analysis)
 
 
@@ -194,7 +223,7 @@ def embedding(
     def analysis() -> Analysis:
         from models.embedding_map import embedding_map
 
-        return lambda path, **kw: embedding_map(path, cache_dir=_umap_cache(svc), **kw)
+        return lambda path, **kw: embedding_map(path, cache_dir=umap_cache_dir(svc), **kw)
 
     def page(body: bytes) -> bytes:
         # One cached answer per map; a page is cut from it here (cheap next to the map itself).
@@ -324,19 +353,19 @@ def compare(
             path_b,
             split=images.split,
             max_images=max_images,
-            cache_dir=_umap_cache(svc),
+            cache_dir=umap_cache_dir(svc),
             progress=progress,
-            feature_cache=_feature_cache(svc),
+            feature_cache=feature_cache_dir(svc),
             **data,
         )
         ids = {"a": row_a["path"], "b": row_b["path"], "a_id": a, "b_id": b}
         return {**out, **ids}
 
     ident = {
-        "a": _identity(path_a),
-        "b": _identity(path_b),
+        "a": file_identity(path_a),
+        "b": file_identity(path_b),
         "split": images.split,
         "max_images": max_images,
         **data,
     }
-    return _answer(svc, "compare", ident, compute)
+    return cached_answer(svc, "compare", ident, compute)

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path as FsPath
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import ValidationError
 
-from backend.analysis_cache import AnalysisFailed, Progress, Ready
+from backend.analysis_cache import AnalysisFailed, Ready
 from backend.app_services import Services, get_services
-from backend.routes.analysis import Images, _feature_cache, _identity
+from backend.routes.analysis import Images, checkpoint_job, diagnose_analysis
 from backend.routes.runs import build_config, collapse_alert
 from backend.schemas import (
     ErrorOut,
@@ -93,33 +92,23 @@ def _cell_runs(body: SweepCreate, svc: Services) -> list[dict[str, Any]]:
 def _diagnosis(svc: Services, checkpoint_id: int) -> dict[str, Any] | SweepDiagnosis | None:
     """The newest checkpoint's Diagnose report, or how far its computation got (never waits).
 
-    None when the checkpoint's file is gone. Mirrors GET /checkpoints/{id}/diagnostics with
-    its default parameters (backend/routes/analysis.py): the same key and the same answer.
+    None when the checkpoint's file is gone. The very job of GET /checkpoints/{id}/diagnostics
+    with its default parameters (`checkpoint_job`, `diagnose_analysis`): one key, one report.
     """
     row = svc.store.get_checkpoint(checkpoint_id)
     if row is None:
         return None
-    path = svc.store.absolute(row["path"])
-    if not path.is_file():
-        return None
-    args = {**DIAGNOSE_IMAGES.data, "split": DIAGNOSE_IMAGES.split}
-    args["max_images"] = DIAGNOSE_MAX_IMAGES
-
-    def compute(progress: Progress) -> dict[str, Any]:
-        from models.diagnostics import diagnose_checkpoint
-
-        run_id = row.get("run_id")
-        steps = svc.store.recent_steps(run_id, row["step"]) if run_id else None
-        out = diagnose_checkpoint(
-            path,
-            cache_dir=_feature_cache(svc),
-            recent_steps=steps,
-            progress=progress,
-            **args,
+    try:
+        key, compute = checkpoint_job(
+            svc,
+            "diagnostics",
+            checkpoint_id,
+            DIAGNOSE_IMAGES,
+            {"max_images": DIAGNOSE_MAX_IMAGES},
+            diagnose_analysis(svc, row),
         )
-        return {**out, "checkpoint": row["path"], "checkpoint_id": checkpoint_id}
-
-    key = svc.analysis.key("diagnostics", {"ckpt": _identity(FsPath(path)), **args})
+    except HTTPException:  # the checkpoint's file is gone
+        return None
     try:
         outcome = svc.analysis.get(key, compute, 0.0)
     except AnalysisFailed as e:

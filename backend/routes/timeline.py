@@ -20,11 +20,11 @@ from backend.app_services import Services, get_services
 from backend.routes.analysis import (
     RESPONSES,
     Images,
-    _answer,
-    _feature_cache,
-    _identity,
-    _umap_cache,
+    cached_answer,
+    feature_cache_dir,
+    file_identity,
     images_query,
+    umap_cache_dir,
 )
 
 router = APIRouter(tags=["timeline"])
@@ -106,9 +106,9 @@ def _timeline(
         out = run_timeline(
             checkpoints,
             frame_cache=svc.settings.data_path / "cache" / "timeline",
-            map_cache=_umap_cache(svc),
+            map_cache=umap_cache_dir(svc),
             knn_by_step=knn,
-            feature_cache=_feature_cache(svc),
+            feature_cache=feature_cache_dir(svc),
             progress=progress,
             **params,
         )
@@ -116,11 +116,11 @@ def _timeline(
 
     identity = {
         "run": run_id,
-        "checkpoints": [[int(row["id"]), _identity(path)] for row, path in chosen],
+        "checkpoints": [[int(row["id"]), file_identity(path)] for row, path in chosen],
         "knn": sorted(knn.items()),
         **params,
     }
-    return _answer(svc, "timeline", identity, compute, pick)
+    return cached_answer(svc, "timeline", identity, compute, pick)
 
 
 @router.get(
