@@ -104,8 +104,9 @@ class AnalysisService:
     def warm_up(self) -> None:
         """Compile UMAP's numba code on a throwaway map, on one of the analysis threads.
 
-        The first map in a process otherwise pays the compile (about 35 s on 2 cores) on top
-        of its own work; at start-up nobody waits for it. A failure here only costs that.
+        The first map in a process otherwise pays the compile (about 7 s of CPU; ~2 s once
+        models/umap_import.py has it cached on disk) on top of its own work; at start-up
+        nobody waits for it. A failure here only costs that.
         """
 
         def run() -> None:

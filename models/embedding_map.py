@@ -116,10 +116,9 @@ def _fit_transform(
     reduced: np.ndarray, fit_idx: np.ndarray, n_neighbors: int, min_dist: float, seed: int
 ) -> np.ndarray:
     """UMAP fitted on reduced[fit_idx]; every other row placed by `transform`."""
-    with warnings.catch_warnings():
-        # umap-learn announces its optional TensorFlow-based ParametricUMAP, unused here.
-        warnings.filterwarnings("ignore", message="Tensorflow not installed")
-        import umap  # imported here: numba's start-up cost is paid only by callers that map
+    # Imported here: numba's start-up cost is paid only by callers that map; that module keeps
+    # umap-learn's compiled code on disk, so only the first process ever compiles it.
+    from models.umap_import import umap
 
     k = max(2, min(n_neighbors, len(fit_idx) - 1))
     rest = np.setdiff1d(np.arange(reduced.shape[0]), fit_idx)
