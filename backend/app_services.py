@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import HTTPException, Request
 
@@ -18,6 +19,12 @@ from backend.paths import DataRootError, resolve_data_root
 from backend.settings import Settings
 from backend.store import Store
 from backend.training_jobs import JobManager
+
+
+def _found(row: dict[str, Any] | None, missing: str) -> dict[str, Any]:
+    if row is None:
+        raise HTTPException(status_code=404, detail=missing)
+    return row
 
 
 @dataclass
@@ -42,11 +49,19 @@ class Services:
         except DataRootError as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
 
-    def checkpoint_path(self, ck_id: int) -> tuple[dict, Path]:
+    # The stored row of a run, sweep or checkpoint a request names; 404 for an unknown id.
+    def run_row(self, run_id: int) -> dict[str, Any]:
+        return _found(self.store.get_run(run_id), f"no run {run_id}")
+
+    def sweep_row(self, sweep_id: int) -> dict[str, Any]:
+        return _found(self.store.get_sweep(sweep_id), f"no sweep {sweep_id}")
+
+    def checkpoint_row(self, ck_id: int) -> dict[str, Any]:
+        return _found(self.store.get_checkpoint(ck_id), f"no checkpoint {ck_id}")
+
+    def checkpoint_path(self, ck_id: int) -> tuple[dict[str, Any], Path]:
         """The checkpoint row and its file; 404 for an unknown id or a file that is gone."""
-        row = self.store.get_checkpoint(ck_id)
-        if row is None:
-            raise HTTPException(status_code=404, detail=f"no checkpoint {ck_id}")
+        row = self.checkpoint_row(ck_id)
         path = self.store.absolute(row["path"])
         if not path.is_file():
             raise HTTPException(

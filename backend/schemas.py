@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from backend.store import RESUMABLE_STATUSES
 from models.config import (
     DataConfig,
     OptimConfig,
@@ -210,25 +211,17 @@ class RunOut(BaseModel):
 
     @classmethod
     def from_row(cls, run: dict[str, Any], latest_checkpoint_id: int | None) -> RunOut:
-        return cls(
-            id=run["id"],
-            name=run["name"],
-            method=run["method"],
-            dataset=run["dataset"],
-            status=run["status"],
-            reason=run["reason"] or "",
-            step=run["step"],
-            epoch=run["epoch"],
-            pid=run["pid"] if run["status"] == "running" else None,
-            starts=run["starts"],
-            exit_code=run["exit_code"],
-            resumable=run["status"] in ("stopped", "interrupted", "failed"),
-            latest_checkpoint_id=latest_checkpoint_id,
-            created_at=_utc(run["created_at"]),
-            started_at=_utc(run["started_at"]),
-            finished_at=_utc(run["finished_at"]),
-            config=run["config"],
-            request=run["request"],
+        """From the store's row, whose columns carry the fields' own names."""
+        status = run["status"]
+        return cls.model_validate(
+            {
+                **run,
+                "reason": run["reason"] or "",
+                "pid": run["pid"] if status == "running" else None,
+                "resumable": status in RESUMABLE_STATUSES,
+                "latest_checkpoint_id": latest_checkpoint_id,
+                **{k: _utc(run[k]) for k in ("created_at", "started_at", "finished_at")},
+            }
         )
 
 

@@ -26,6 +26,8 @@ from models.collapse_rules import RECENT_STEPS
 
 ACTIVE_STATUSES = ("queued", "running")
 TERMINAL_STATUSES = ("completed", "stopped", "failed", "interrupted")
+# Ended before its budget: POST /runs/{id}/resume queues it again from its last checkpoint.
+RESUMABLE_STATUSES = ("stopped", "failed", "interrupted")
 # A writer waits this long for another writer's transaction before giving up (ms).
 BUSY_TIMEOUT_MS = 20_000
 
@@ -403,7 +405,8 @@ class Store:
         """The sweep's cells in grid order, each with its run's state, newest checkpoint id,
         last loss and last kNN top-1 (whichever event carried it last)."""
         rows = self.connect().execute(
-            "SELECT c.cell, c.position, c.coords, c.run_id, r.name, r.status, r.reason, r.step, "
+            "SELECT c.cell, c.position, c.coords, c.run_id, r.name AS run_name, r.status, "
+            "r.reason, r.step, "
             "(SELECT max(k.id) FROM checkpoints k WHERE k.run_id = c.run_id) AS checkpoint_id, "
             "(SELECT json_extract(e.data, '$.loss') FROM events e WHERE e.run_id = c.run_id "
             " AND e.type = 'step' ORDER BY e.id DESC LIMIT 1) AS loss, "

@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parts["hash_s"] = time.perf_counter() - t
             path = folder / f"map-{key}.npz"
             t = time.perf_counter()
-            arrays, cached = em.cached_arrays(path, lambda: em.map_arrays(f, 0.1, **params))
+            arrays, cached = em.cached_arrays(
+                path, lambda: em.map_arrays(f, 0.1, em.UmapParams(**params))
+            )
             parts["map_or_load_s"] = time.perf_counter() - t
             t = time.perf_counter()
             points = em.points_from(arrays)

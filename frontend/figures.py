@@ -21,8 +21,6 @@ from frontend.run_events import Event, of_type
 # Long runs log thousands of steps; a heatmap wider than this is binned (mean per bin) so the
 # browser stays responsive and each column is still visible.
 MAX_HEATMAP_COLUMNS = 300
-# Above this many points the map switches to WebGL; below it SVG renders crisper.
-WEBGL_POINTS = 5000
 # Colour by category with a legend up to this many categories; beyond it one trace, no legend.
 MAX_LEGEND_CATEGORIES = 30
 PALETTE: list[str] = list(qualitative.Plotly) + list(qualitative.D3) + list(qualitative.Set3)
@@ -249,110 +247,6 @@ def phi_size_figure(phi: Sequence[float], sizes: Sequence[int], title: str = "")
 
 
 # --- maps -------------------------------------------------------------------------------------
-def _is_categorical(values: Sequence[Any]) -> bool:
-    present = [v for v in values if v is not None]
-    return all(isinstance(v, (int, str, bool)) for v in present)
-
-
-def embedding_figure(
-    points: Sequence[Mapping[str, Any]],
-    color_by: str,
-    label_names: Sequence[str] | None = None,
-    title: str = "",
-    height: int = 560,
-) -> go.Figure:
-    """A 2-D map; each point's customdata[0] is its data set index (selection relies on it).
-
-    points: dicts with `index`, `x`, `y` and optional `label`, `cluster`, `phi`, `confidence`.
-    color_by: one of those optional keys. Categories get a legend (up to
-    MAX_LEGEND_CATEGORIES), numbers a colour bar.
-    """
-    values = [p.get(color_by) for p in points]
-
-    def name_of(v: Any) -> str:
-        if color_by == "label" and label_names and isinstance(v, int) and 0 <= v < len(label_names):
-            return f"{v}: {label_names[v]}"
-        return str(v)
-
-    def custom(p: Mapping[str, Any]) -> list[Any]:
-        return [int(p["index"]), name_of(p.get("label")), p.get("cluster")]
-
-    hover = (
-        "image %{customdata[0]}<br>label %{customdata[1]}<br>cluster %{customdata[2]}"
-        "<extra></extra>"
-    )
-    trace_type = go.Scattergl if len(points) > WEBGL_POINTS else go.Scatter
-    fig = go.Figure()
-    categorical = _is_categorical(values)
-    categories = sorted({v for v in values if v is not None}, key=lambda v: (str(type(v)), v))
-    if categorical and len(categories) <= MAX_LEGEND_CATEGORIES:
-        for i, cat in enumerate(categories):
-            member = [p for p, v in zip(points, values, strict=True) if v == cat]
-            fig.add_trace(
-                trace_type(
-                    x=[p["x"] for p in member],
-                    y=[p["y"] for p in member],
-                    mode="markers",
-                    name=name_of(cat) if color_by == "label" else f"{color_by} {cat}",
-                    marker={"size": 6, "color": PALETTE[i % len(PALETTE)]},
-                    customdata=[custom(p) for p in member],
-                    hovertemplate=hover,
-                )
-            )
-        rest = [p for p, v in zip(points, values, strict=True) if v is None]
-        if rest:
-            fig.add_trace(
-                trace_type(
-                    x=[p["x"] for p in rest],
-                    y=[p["y"] for p in rest],
-                    mode="markers",
-                    name="none",
-                    marker={"size": 6, "color": "lightgrey"},
-                    customdata=[custom(p) for p in rest],
-                    hovertemplate=hover,
-                )
-            )
-    else:
-        if categorical:
-            rank = {c: i for i, c in enumerate(categories)}
-            marker: dict[str, Any] = {
-                "size": 6,
-                "color": [
-                    PALETTE[rank[v] % len(PALETTE)] if v is not None else "lightgrey"
-                    for v in values
-                ],
-            }
-        else:
-            marker = {
-                "size": 6,
-                "color": [float(v) if v is not None else None for v in values],
-                "colorscale": "Viridis",
-                "colorbar": {"title": color_by},
-                "showscale": True,
-            }
-        fig.add_trace(
-            trace_type(
-                x=[p["x"] for p in points],
-                y=[p["y"] for p in points],
-                mode="markers",
-                marker=marker,
-                customdata=[custom(p) for p in points],
-                hovertemplate=hover.replace("<extra>", f"<br>{color_by} %{{marker.color}}<extra>")
-                if not categorical
-                else hover,
-                showlegend=False,
-            )
-        )
-    fig.update_xaxes(showticklabels=False, title_text="UMAP 1")
-    fig.update_yaxes(showticklabels=False, title_text="UMAP 2", scaleanchor="x", scaleratio=1)
-    _layout(fig, title, height=height)
-    # Zoom, not lasso, by default: Streamlit turns click-to-select off while the drag mode is
-    # box or lasso, and a click on one point is the first thing people try. Box and lasso are in
-    # the chart's tool bar.
-    fig.update_layout(dragmode="zoom", legend={"orientation": "v", "y": 1, "x": 1.02})
-    return fig
-
-
 def _marker_size(n: int) -> int:
     """Smaller dots on bigger maps: at 50,000 points 6-px dots would cover one another."""
     return 6 if n <= 5000 else 4 if n <= 20000 else 3
@@ -475,7 +369,9 @@ def webgl_map_figure(
     fig.update_xaxes(showticklabels=False, title_text="UMAP 1")
     fig.update_yaxes(showticklabels=False, title_text="UMAP 2", scaleanchor="x", scaleratio=1)
     _layout(fig, title, height=height)
-    # Zoom by default, as embedding_figure (click-to-select works only outside box/lasso mode).
+    # Zoom, not lasso, by default: Streamlit turns click-to-select off while the drag mode is
+    # box or lasso, and a click on one point is the first thing people try. Box and lasso are in
+    # the chart's tool bar.
     fig.update_layout(dragmode="zoom", legend={"orientation": "v", "y": 1, "x": 1.02})
     return fig
 

@@ -80,21 +80,12 @@ def choose_checkpoint(
             "every epoch) or import one there (**Import a checkpoint**)."
         )
         return None
-    by_id = {ck["id"]: ck for ck in ckpts}
-    ids = list(by_id)
+    ids = [ck["id"] for ck in ckpts]
     # A default other than the first, unless the URL (?shared=ID) already names a checkpoint.
     wanted = st.query_params.get(shared)
     if index and f"_keep_{shared}" not in st.session_state and wanted not in [str(i) for i in ids]:
         st.session_state[f"_keep_{shared}"] = ids[min(index, len(ids) - 1)]
-    chosen = widgets.pick(
-        label,
-        ids,
-        lambda i: checkpoint_label(by_id[i]),
-        key=key,
-        shared=shared,
-        query_param=shared,
-    )
-    return by_id.get(chosen)
+    return widgets.pick_row(label, ckpts, checkpoint_label, key=key, shared=shared)
 
 
 @dataclass(frozen=True)
@@ -163,6 +154,20 @@ def choose_data(c: Client, ckpt: Mapping[str, Any], key: str) -> DataChoice | No
         return DataChoice(name, root)
 
 
+def choose_checkpoint_and_data(c: Client, key: str) -> tuple[dict[str, Any], DataChoice] | None:
+    """Pick a checkpoint, then the images to analyse it on: (checkpoint, images), or None while
+    either is missing.
+
+    The widgets are keyed `{key}_ckpt` and `{key}` (`{key}_data`, …): the keys the analysis
+    pages gave them before this helper, so the session state they keep is read as before.
+    """
+    ckpt = choose_checkpoint(c, key=f"{key}_ckpt")
+    if ckpt is None:
+        return None
+    data = choose_data(c, ckpt, key=key)
+    return None if data is None else (ckpt, data)
+
+
 def checkpoint_analysis(
     c: Client, key: str, fetch: Callable[..., Any], doing: str
 ) -> tuple[Mapping[str, Any], DataChoice, Any] | None:
@@ -172,12 +177,10 @@ def checkpoint_analysis(
     `fetch(checkpoint_id, **params)` asks the backend; `doing` ("Computing the map of") names
     the work in the progress line, followed by the checkpoint's label.
     """
-    ckpt = choose_checkpoint(c, key=f"{key}_ckpt")
-    if ckpt is None:
+    chosen = choose_checkpoint_and_data(c, key)
+    if chosen is None:
         return None
-    data = choose_data(c, ckpt, key=key)
-    if data is None:
-        return None
+    ckpt, data = chosen
     answer = widgets.await_result(
         f"{key}:{ckpt['id']}{data.tag}",
         lambda: fetch(ckpt["id"], **data.params()),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import streamlit as st
 
@@ -193,3 +193,26 @@ def pick(
     value = st.selectbox(label, options, format_func=format_func, key=key)
     st.session_state[store] = value
     return value
+
+
+Row = TypeVar("Row", bound=Mapping[str, Any])
+
+
+def pick_row(
+    label: str, rows: Sequence[Row], row_label: Callable[[Row], str], key: str, shared: str
+) -> Row | None:
+    """One of the backend's `rows` (checkpoints, runs, sweeps: each has an `id`) in a `pick`.
+
+    The selectbox holds ids, not the rows: a row re-read from the backend on the next rerun is
+    another dict, and the choice must survive it. `?shared=ID` in the URL preselects a row.
+    """
+    by_id = {row["id"]: row for row in rows}
+    chosen = pick(
+        label,
+        list(by_id),
+        lambda i: row_label(by_id[i]),
+        key=key,
+        shared=shared,
+        query_param=shared,
+    )
+    return by_id.get(chosen)

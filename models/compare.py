@@ -21,7 +21,7 @@ import torch
 
 from models.config import DataConfig
 from models.embedding_map import checkpoint_hash, default_cache_dir, map_of
-from models.evaluate import contingency
+from models.evaluate import paired_contingency
 from models.features import FeatureKey, Features, analysis_data, cached_features, load_inputs
 
 DEFAULT_K = 10  # k-means K when neither model has prototypes and the data set has no classes
@@ -41,16 +41,13 @@ def match_clusters(a: np.ndarray, b: np.ndarray) -> tuple[Matching, float]:
     """
     from scipy.optimize import linear_sum_assignment
 
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"assignments differ in length: {a.shape} vs {b.shape}")
-    if a.size == 0:
+    va, vb, table = paired_contingency(a, b)
+    if table.size == 0:
         return [], 1.0
-    va, vb, table = contingency(a, b)
     rows, cols = linear_sum_assignment(table, maximize=True)
     pairs = [(int(va[r]), int(vb[c]), int(table[r, c])) for r, c in zip(rows, cols, strict=True)]
     pairs.sort(key=lambda p: (-p[2], p[0]))
-    return pairs, float(sum(p[2] for p in pairs) / a.size)
+    return pairs, float(sum(p[2] for p in pairs) / table.sum())
 
 
 def cluster_changes(a: np.ndarray, b: np.ndarray, matching: Matching) -> list[dict[str, int]]:

@@ -13,6 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from models.recipes import CPU, paper_defaults
 
+# The product's one kNN protocol (models/evaluate.py): weighted votes of the k = 20 nearest train
+# images at T = 0.07, as InstDisc and DINO evaluate. The defaults of every run's knn_k / knn_t.
+KNN_K = 20
+KNN_T = 0.07
+
 Method = Literal["swav", "pcl", "supervised"]
 AmpMode = Literal["auto", "on", "off"]  # what each means: models/precision.py
 BackboneName = Literal["small_cnn", "resnet18", "resnet50"]
@@ -276,8 +281,8 @@ class TrainConfig(_Strict):
     )
     num_threads: int | None = Field(None, ge=1, le=512)
     eval_every_epochs: int = Field(1, ge=1)
-    knn_k: int = Field(20, ge=1, le=1000)
-    knn_t: float = Field(0.07, gt=0.0, le=10.0)
+    knn_k: int = Field(KNN_K, ge=1, le=1000)
+    knn_t: float = Field(KNN_T, gt=0.0, le=10.0)
     log_every_steps: int = Field(1, ge=1)
     eval_max_images: int | None = Field(2000, ge=16)
     # Checkpoints come at every epoch's end and also on a clock, so a long epoch (or a short

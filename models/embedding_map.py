@@ -15,6 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,7 @@ from models.disk_cache import (
     load_arrays,
     save_arrays,
 )
-from models.features import Features, load_inputs
+from models.features import Features, Inputs, load_inputs
 
 # numba-compiled UMAP is not re-entrant: two maps computed at once in one process (two HTTP
 # requests, say) can crash or corrupt each other. This process-wide lock is the only module
@@ -46,10 +47,33 @@ UMAP_EPOCHS = 200  # layout epochs (see _fit_transform)
 MIN_UMAP_POINTS = 4  # below this there is no neighbourhood graph: principal components instead
 
 Progress = Callable[[float, str], None]
+# Which images a map is of: (dataset, data_root, split, max_images); None = the checkpoint's own
+# data set, all images.
+ImageRequest = tuple[str | None, str | None, str, int | None]
+IMAGE_REQUEST = ("dataset", "data_root", "split", "max_images")
 
 
 def _quiet(fraction: float, message: str) -> None:
     """The progress callback of callers that pass none."""
+
+
+@dataclass(frozen=True)
+class UmapParams:
+    """How a map is drawn: UMAP fitted on ≤ `max_fit` points (a seeded subset; the rest placed
+    by `transform`), with its `n_neighbors` and `min_dist`. Checked when made."""
+
+    max_fit: int = 5000
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_fit < 2:
+            raise ValueError(f"max_fit must be ≥ 2, got {self.max_fit}")
+        if not 2 <= self.n_neighbors <= 200:
+            raise ValueError(f"n_neighbors must be in [2, 200], got {self.n_neighbors}")
+        if not 0.0 <= self.min_dist <= 1.0:
+            raise ValueError(f"min_dist must be in [0, 1], got {self.min_dist}")
 
 
 # --- the numerical core ---------------------------------------------------------------------
@@ -183,14 +207,7 @@ def point_metadata(
     return cluster, conf.numpy().astype(np.float32), phi_of.astype(np.float32)
 
 
-def map_arrays(
-    features: Features,
-    temperature: float,
-    max_fit: int = 5000,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    seed: int = 0,
-) -> Arrays:
+def map_arrays(features: Features, temperature: float, umap: UmapParams = UmapParams()) -> Arrays:
     """The map of `features.backbone` and each point's metadata, as arrays aligned by row."""
     n = features.num_images
     logits = features.logits
@@ -201,7 +218,7 @@ def map_arrays(
     labels = features.labels
     return {
         "index": features.indices.numpy().astype(np.int64),
-        "xy": umap_2d(features.backbone.numpy(), max_fit, n_neighbors, min_dist, seed),
+        "xy": umap_2d(features.backbone.numpy(), **asdict(umap)),
         "label": labels.numpy().astype(np.int64) if labels is not None else np.full(n, -1),
         "cluster": cluster.astype(np.int64),
         "confidence": confidence.astype(np.float32),
@@ -227,10 +244,7 @@ def map_of(
     split: str,
     folder: Path,
     temperature: float,
-    max_fit: int = 5000,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    seed: int = 0,
+    umap: UmapParams = UmapParams(),
 ) -> tuple[Arrays, bool]:
     """(map arrays, from the cache?) of a checkpoint's features of these very images.
 
@@ -243,15 +257,46 @@ def map_of(
         data=data.model_dump(mode="json", exclude={"download"}),
         split=split,
         num_images=features.num_images,
-        max_fit=max_fit,
-        n_neighbors=n_neighbors,
-        min_dist=min_dist,
-        seed=seed,
+        **asdict(umap),
     )
     return cached_arrays(
-        folder / f"points-{key}.npz",
-        lambda: map_arrays(features, temperature, max_fit, n_neighbors, min_dist, seed),
+        folder / f"points-{key}.npz", lambda: map_arrays(features, temperature, umap)
     )
+
+
+def checkpoint_map(
+    checkpoint: str | Path,
+    checkpoint_sha256: str,
+    images: ImageRequest,
+    folder: Path,
+    feature_cache: str | Path | None,
+    report: Progress,
+    share: float,
+    umap: UmapParams = UmapParams(),
+) -> tuple[Inputs, Arrays, bool]:
+    """(inputs, map arrays, map from the cache?) of a checkpoint on `images` (dataset,
+    data_root, split, max_images): the features from their cache, the map from `map_of`'s.
+
+    What Explore's map and a timeline's frame both start from. The first `share` of the
+    progress goes to the features, the rest is the caller's.
+    """
+    dataset, data_root, split, max_images = images
+    inputs = load_inputs(
+        checkpoint,
+        dataset,
+        data_root,
+        split,
+        max_images,
+        lambda f, m: report(share * f, m),
+        cache_dir=feature_cache,
+    )
+    feats = inputs.features
+    report(share, f"UMAP of {feats.num_images:,} points")
+    temperature = inputs.loaded.config.prediction_temperature
+    if feats.num_images < 2:  # one image is a point at the origin: nothing to fit or cache
+        return inputs, map_arrays(feats, temperature, umap), False
+    arrays, cached = map_of(checkpoint_sha256, feats, inputs.data, split, folder, temperature, umap)
+    return inputs, arrays, cached
 
 
 # --- the entry point --------------------------------------------------------------------------
@@ -334,15 +379,6 @@ def columns_from(arrays: Arrays) -> dict[str, list[Any]]:
     }
 
 
-def _check_params(max_fit: int, n_neighbors: int, min_dist: float) -> None:
-    if max_fit < 2:
-        raise ValueError(f"max_fit must be ≥ 2, got {max_fit}")
-    if not 2 <= n_neighbors <= 200:
-        raise ValueError(f"n_neighbors must be in [2, 200], got {n_neighbors}")
-    if not 0.0 <= min_dist <= 1.0:
-        raise ValueError(f"min_dist must be in [0, 1], got {min_dist}")
-
-
 def embedding_map(
     checkpoint: str | Path,
     dataset: str | None = None,
@@ -372,21 +408,13 @@ def embedding_map(
     """
     t0 = time.perf_counter()
     report = progress or _quiet
-    _check_params(max_fit, n_neighbors, min_dist)
+    umap = UmapParams(max_fit, n_neighbors, min_dist, seed)
     if layout not in ("points", "columns"):
         raise ValueError(f"layout must be 'points' or 'columns', got {layout!r}")
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be ≥ 1 or None, got {max_images}")
-    params: dict[str, Any] = {
-        "dataset": dataset,
-        "data_root": data_root,
-        "split": split,
-        "max_images": max_images,
-        "max_fit": max_fit,
-        "n_neighbors": n_neighbors,
-        "min_dist": min_dist,
-        "seed": seed,
-    }
+    images: ImageRequest = (dataset, data_root, split, max_images)
+    params: dict[str, Any] = {**dict(zip(IMAGE_REQUEST, images, strict=True)), **asdict(umap)}
     report(0.0, "hashing checkpoint")
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ckpt_sha = checkpoint_hash(checkpoint)
@@ -395,27 +423,8 @@ def embedding_map(
     arrays = load_arrays(path) if path.exists() else None
     cached = arrays is not None
     if arrays is None:
-        inputs = load_inputs(
-            checkpoint,
-            dataset,
-            data_root,
-            split,
-            max_images,
-            lambda f, m: report(0.5 * f, m),
-            cache_dir=feature_cache,
-        )
-        report(0.5, f"UMAP of {inputs.features.num_images} points")
-        arrays, cached = map_of(
-            ckpt_sha,
-            inputs.features,
-            inputs.data,
-            split,
-            folder,
-            inputs.loaded.config.prediction_temperature,
-            max_fit,
-            n_neighbors,
-            min_dist,
-            seed,
+        inputs, arrays, cached = checkpoint_map(
+            checkpoint, ckpt_sha, images, folder, feature_cache, report, 0.5, umap
         )
         classes = [str(c) for c in inputs.images.classes or []]
         arrays = {

@@ -7,14 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.config import KNN_K, KNN_T
+
 # The one kNN of the product: weighted (k = 20, T = 0.07, cosine; InstDisc / DINO), the test
 # images against the first `knn_bank_size` train images. The trainer's epoch-end evaluation and
 # Diagnose both use it, so the Runs page and Diagnose agree on a checkpoint. Bounded because
 # the bank is most of an analysis's cost on a large backbone: 10,000 ResNet-50 features at
 # 96 px took over 8 minutes on 2 busy cores. A smaller bank also lowers the figure (on
 # `shapes`, 5,000 instead of 10,000 read 2–4 points lower), so only ResNet-50 gets one.
-KNN_K = 20
-KNN_T = 0.07
+# (k and T live with the run's configuration, models/config.py, whose knn_k / knn_t they default.)
 KNN_BANK_IMAGES = 10_000
 KNN_BANK_IMAGES_LARGE = 5_000
 LARGE_BACKBONES = frozenset({"resnet50"})
@@ -31,8 +32,9 @@ def weighted_knn_predict(
     bank_labels: Tensor,
     queries: Tensor,
     num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
+    *,
+    k: int = KNN_K,
+    temperature: float = KNN_T,
     chunk: int = 1024,
 ) -> Tensor:
     """Labels predicted by a cosine kNN whose votes are weighted by exp(sim / T).
@@ -59,12 +61,15 @@ def weighted_knn_top1(
     bank_labels: Tensor,
     queries: Tensor,
     query_labels: Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
+    *,
+    k: int = KNN_K,
+    temperature: float = KNN_T,
 ) -> float:
     """Top-1 accuracy (0–1) of the weighted kNN classifier."""
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
-    pred = weighted_knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
+    pred = weighted_knn_predict(
+        bank, bank_labels, queries, num_classes, k=k, temperature=temperature
+    )
     return float((pred.cpu() == query_labels.cpu()).float().mean())
 
 
@@ -86,6 +91,20 @@ def contingency(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     from sklearn.metrics.cluster import contingency_matrix
 
     return np.unique(a), np.unique(b), contingency_matrix(a, b)
+
+
+def paired_contingency(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`contingency` of two assignments of the same images (row i of each is one image).
+
+    Raises ValueError when they differ in length; no images give empty ids and a (0, 0) table.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"assignments differ in length: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        none = np.zeros(0, dtype=np.int64)
+        return none, none, np.zeros((0, 0), dtype=np.int64)
+    return contingency(a, b)
 
 
 def hungarian_accuracy(assignments: np.ndarray, labels: np.ndarray) -> float:

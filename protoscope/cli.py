@@ -17,13 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from models.config import FIELD_PATHS, METHOD_FIELDS, TrainConfig, apply_fields, set_dotted
-from protoscope.sweep_cli import add_sweep, cmd_sweep
+from protoscope.commands import command, dispatch, fail
+from protoscope.sweep_cli import add_sweep
 
 ProgressFn = Callable[[float, str], None]
-
-
-def _fail(parser: argparse.ArgumentParser, message: str) -> None:
-    parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def _validation_message(err: ValidationError) -> str:
@@ -51,10 +48,12 @@ def _parse_value(text: str) -> Any:
 
 
 def _add_train(sub: Any) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "train",
-        help="train SwAV, PCL or the supervised baseline",
-        description="Train a model; the run folder gets config.json, events.jsonl, checkpoints/.",
+        "train SwAV, PCL or the supervised baseline",
+        "Train a model; the run folder gets config.json, events.jsonl, checkpoints/.",
+        _cmd_train,
     )
     p.add_argument("--method", choices=["swav", "pcl", "supervised"], default="swav")
     p.add_argument(
@@ -163,23 +162,23 @@ def _cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     try:
         cfg = config_from_args(args)
     except ValidationError as e:
-        _fail(parser, _validation_message(e))
+        fail(parser, _validation_message(e))
     except ValueError as e:
-        _fail(parser, str(e))
+        fail(parser, str(e))
     out = Path(args.out or f"runs/{cfg.method}-{cfg.data.name}")
     if args.resume:
         saved = out / "config.json"
         if not saved.is_file():
-            _fail(parser, f"--resume: {out} holds no run (no config.json)")
+            fail(parser, f"--resume: {out} holds no run (no config.json)")
         cfg = TrainConfig.model_validate_json(saved.read_text())
     elif (out / "checkpoints" / "last.pt").exists():
-        _fail(parser, f"{out} already holds a run; pass --resume to continue it or pick --out")
+        fail(parser, f"{out} already holds a run; pass --resume to continue it or pick --out")
     set_process_env_defaults()
     trainer = Trainer(cfg, out, resume=args.resume, progress=not args.quiet)
     try:
         end = trainer.run()
     except (DatasetError, CheckpointError) as e:
-        _fail(parser, str(e))
+        fail(parser, str(e))
     except TrainingError as e:
         print(f"protoscope train: failed: {e}", file=sys.stderr)
         return 1
@@ -194,11 +193,13 @@ def _cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 
 def _add_diagnose(sub: Any) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "diagnose",
-        help="collapse diagnostics of a checkpoint on a data set split",
-        description="Measure prototype usage, assignment entropy, embedding health, prototype "
+        "collapse diagnostics of a checkpoint on a data set split",
+        "Measure prototype usage, assignment entropy, embedding health, prototype "
         "redundancy and label agreement of a checkpoint; print the report as JSON.",
+        _cmd_diagnose,
     )
     p.add_argument("checkpoint", help="protoscope, official SwAV or official PCL checkpoint")
     p.add_argument("--pretty", action="store_true", help="a short human summary instead of JSON")
@@ -225,7 +226,7 @@ def _add_analysis_flags(p: argparse.ArgumentParser, default_data: str) -> None:
 def _analysis_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of `_add_analysis_flags`, checked."""
     if args.max_images < 1:
-        _fail(parser, f"--max-images must be ≥ 1, got {args.max_images}")
+        fail(parser, f"--max-images must be ≥ 1, got {args.max_images}")
     keys = ("dataset", "data_root", "split", "max_images", "amp")
     return {k: getattr(args, k) for k in keys}
 
@@ -342,7 +343,7 @@ def _run_analysis(
         return 0, compute(progress)
     except (CheckpointError, DatasetError) as e:
         progress.close()
-        _fail(parser, str(e))
+        fail(parser, str(e))
     except KeyboardInterrupt:
         print(f"protoscope {name}: interrupted", file=sys.stderr)
         return 130, None
@@ -371,11 +372,13 @@ def _cmd_diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def _add_compare(sub: Any) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "compare",
-        help="compare two checkpoints on the same images",
-        description="Cluster agreement (Hungarian matching), NMI, ARI, prototypes that gained or "
+        "compare two checkpoints on the same images",
+        "Cluster agreement (Hungarian matching), NMI, ARI, prototypes that gained or "
         "lost images, metric deltas and Procrustes-aligned maps; printed as JSON.",
+        _cmd_compare,
     )
     p.add_argument("a", help="first checkpoint")
     p.add_argument("b", help="second checkpoint")
@@ -389,7 +392,7 @@ def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     kwargs = _analysis_args(parser, args)
     for path in (args.a, args.b):
         if not Path(path).is_file():
-            _fail(parser, f"{path}: no such checkpoint file")
+            fail(parser, f"{path}: no such checkpoint file")
     code, result = _run_analysis(
         parser,
         "compare",
@@ -405,11 +408,13 @@ def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
 
 
 def _add_serve(sub: Any) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "serve",
-        help="run the HTTP backend (training jobs, event streams, analyses)",
-        description="Serve the protoscope API with uvicorn. Listening beyond 127.0.0.1 needs "
+        "run the HTTP backend (training jobs, event streams, analyses)",
+        "Serve the protoscope API with uvicorn. Listening beyond 127.0.0.1 needs "
         "PROTOSCOPE_TOKEN; other settings come from PROTOSCOPE_* variables (backend/settings.py).",
+        _cmd_serve,
     )
     p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
@@ -420,7 +425,7 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--access-log", action="store_true", help="log every request")
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _cmd_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from backend.serve import serve
 
     return serve(args.host, args.port, args.data, args.log_level, args.access_log)
@@ -440,21 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sub_parser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr,index]
-    if args.command == "train":
-        return _cmd_train(sub_parser, args)
-    if args.command == "diagnose":
-        return _cmd_diagnose(sub_parser, args)
-    if args.command == "compare":
-        return _cmd_compare(sub_parser, args)
-    if args.command == "serve":
-        return _cmd_serve(args)
-    if args.command == "sweep":
-        return cmd_sweep(sub_parser, args)
-    _fail(parser, f"unknown command {args.command!r}")
-    return 2
+    return dispatch(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -35,17 +35,20 @@ from models.sweep import (
     summary_table,
     validate_grid,
 )
+from protoscope.commands import command, fail
 
 GRID_FILE = "sweep.json"
 RESULT_FILE = "result.json"
 
 
 def add_sweep(sub: Any) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "sweep",
-        help="train a grid of runs (e.g. ε × K) and tabulate where they collapse",
-        description="Train one run per cell of a grid of one or two fields, diagnose each "
+        "train a grid of runs (e.g. ε × K) and tabulate where they collapse",
+        "Train one run per cell of a grid of one or two fields, diagnose each "
         "cell's last checkpoint, write DIR/cell-NNN/ folders and DIR/summary.csv|json.",
+        cmd_sweep,
     )
     p.add_argument("--method", choices=["swav", "pcl", "supervised"], default="swav")
     p.add_argument("--dataset", default="shapes", help="data set of every cell (default shapes)")
@@ -78,10 +81,6 @@ def add_sweep(sub: Any) -> None:
     )
     p.add_argument("--threads", type=int, help="CPU threads for torch in each cell")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _fail(parser: argparse.ArgumentParser, message: str) -> None:
-    parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def _base_tree(items: list[str], threads: int | None) -> dict[str, Any]:
@@ -192,7 +191,7 @@ def cmd_sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         grid, base = _grid_from_args(args)
     except SweepError as e:
-        _fail(parser, str(e))
+        fail(parser, str(e))
     # torch comes in only now: a bad grid is refused at once.
     from models.checkpoints import CheckpointError
     from models.data import DatasetError
@@ -205,7 +204,7 @@ def cmd_sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if args.cell is not None:
         if not 0 <= args.cell < len(todo):
-            _fail(parser, f"--cell {args.cell}: this grid has cells 0–{len(todo) - 1}")
+            fail(parser, f"--cell {args.cell}: this grid has cells 0–{len(todo) - 1}")
         todo = [todo[args.cell]]
     args.out.mkdir(parents=True, exist_ok=True)
     saved = {"grid": grid.model_dump(mode="json"), "base": base}
@@ -221,7 +220,7 @@ def cmd_sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             try:
                 run_cell(grid, cell, base, args.out, args)
             except (DatasetError, CheckpointError) as e:
-                _fail(parser, f"cell {cell.index} ({cell.label}): {e}")
+                fail(parser, f"cell {cell.index} ({cell.label}): {e}")
             except TrainingError as e:
                 print(f"protoscope sweep: cell {cell.index} failed: {e}", file=sys.stderr)
                 failed += 1

@@ -35,6 +35,11 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def answers(ok: str) -> dict[int | str, dict[str, Any]]:
+    """An analysis route's documented answers: 200 (described as `ok`) and RESPONSES."""
+    return {200: {"description": ok}, **RESPONSES}
+
+
 def file_identity(path: FsPath) -> dict[str, Any]:
     """What makes a cached answer stale: the file's path, size and modification time."""
     st = path.stat()
@@ -95,6 +100,20 @@ def images_query(
     return Images(dataset, svc.data_root(data_root), split)
 
 
+@dataclass(frozen=True)
+class CheckpointImages:
+    """One checkpoint and the images an analysis of it reads: what every route here is of."""
+
+    checkpoint_id: int
+    images: Images
+
+
+def checkpoint_images(
+    checkpoint_id: int = CheckpointId, images: Images = Depends(images_query)
+) -> CheckpointImages:
+    return CheckpointImages(checkpoint_id, images)
+
+
 def feature_cache_dir(svc: Services) -> FsPath:
     """The features every analysis shares (models/features.py), under the data folder."""
     return svc.settings.data_path / "cache" / "features"
@@ -112,14 +131,14 @@ Analysis = Callable[..., dict[str, Any]]
 def checkpoint_job(
     svc: Services,
     kind: str,
-    checkpoint_id: int,
-    images: Images,
+    of: CheckpointImages,
     params: dict[str, Any],
     analysis: Callable[[], Analysis],
 ) -> tuple[str, Callable[[Progress], dict[str, Any]]]:
     """One analysis of one checkpoint as the analysis cache runs it: its key (the file's
     identity and every parameter) and its computation. `analysis` imports the models function
     lazily (the server starts without torch). 404 for an unknown checkpoint or a lost file."""
+    checkpoint_id, images = of.checkpoint_id, of.images
     row, path = svc.checkpoint_path(checkpoint_id)
     args = {**images.data, "split": images.split, **params}
 
@@ -133,14 +152,13 @@ def checkpoint_job(
 def _of_checkpoint(
     svc: Services,
     kind: str,
-    checkpoint_id: int,
-    images: Images,
+    of: CheckpointImages,
     params: dict[str, Any],
     analysis: Callable[[], Analysis],
     pick: Callable[[bytes], bytes] | None = None,
 ) -> Response:
     """Answer one analysis of one checkpoint, computed on the analysis pool and cached."""
-    key, compute = checkpoint_job(svc, kind, checkpoint_id, images, params, analysis)
+    key, compute = checkpoint_job(svc, kind, of, params, analysis)
     return answer_of_job(svc, key, compute, pick)
 
 
@@ -167,18 +185,17 @@ def diagnose_analysis(svc: Services, row: dict[str, Any]) -> Callable[[], Analys
 @router.get(
     "/checkpoints/{checkpoint_id}/diagnostics",
     summary="Collapse diagnostics and the verdict",
-    responses={200: {"description": "models.diagnostics.DiagnosticReport"}, **RESPONSES},
+    responses=answers("models.diagnostics.DiagnosticReport"),
 )
 def diagnostics(
-    checkpoint_id: int = CheckpointId,
-    images: Images = Depends(images_query),
+    of: CheckpointImages = Depends(checkpoint_images),
     max_images: int = Query(2000, ge=1, le=MAX_IMAGES),
     svc: Services = Depends(get_services),
 ) -> Response:
-    row, _ = svc.checkpoint_path(checkpoint_id)
+    row, _ = svc.checkpoint_path(of.checkpoint_id)
     params = {"max_images": max_images}
     analysis = diagnose_analysis(svc, row)
-    return _of_checkpoint(svc, "diagnostics", checkpoint_id, images, params, analysis)
+    return _of_checkpoint(svc, "diagnostics", of, params, analysis)
 
 
 @router.get(
@@ -188,17 +205,13 @@ def diagnostics(
     "JSON array per field, `{columns: {index: [...], x: [...], y: [...], label, cluster, "
     "confidence, phi}}` (floats rounded to 4 decimals), less than half the bytes of a large map. "
     "`offset` / `limit` return a page of the rows (`num_points` stays the map's total).",
-    responses={
-        200: {
-            "description": "{points: [{index, x, y, label, cluster, …}], …} or "
-            "{columns: {index: [...], x: [...], …}, …}"
-        },
-        **RESPONSES,
-    },
+    responses=answers(
+        "{points: [{index, x, y, label, cluster, …}], …} or "
+        "{columns: {index: [...], x: [...], …}, …}"
+    ),
 )
 def embedding(
-    checkpoint_id: int = CheckpointId,
-    images: Images = Depends(images_query),
+    of: CheckpointImages = Depends(checkpoint_images),
     max_images: int = Query(5000, ge=1, le=MAX_IMAGES),
     max_fit: int = Query(5000, ge=2, le=MAX_IMAGES),
     n_neighbors: int = Query(15, ge=2, le=200),
@@ -237,7 +250,7 @@ def embedding(
 
     paged = offset > 0 or limit is not None
     pick = page if paged else None
-    return _of_checkpoint(svc, "embedding", checkpoint_id, images, params, analysis, pick)
+    return _of_checkpoint(svc, "embedding", of, params, analysis, pick)
 
 
 def _galleries() -> Analysis:
@@ -253,31 +266,26 @@ MaxImagesAll = Query(None, ge=1, le=MAX_IMAGES, description="the first N images 
 @router.get(
     "/checkpoints/{checkpoint_id}/prototypes",
     summary="Every prototype: usage, φ, empty/duplicate flags, nearest images",
-    responses={
-        200: {"description": "{prototypes: [{prototype, usage, images, …}], …}"},
-        **RESPONSES,
-    },
+    responses=answers("{prototypes: [{prototype, usage, images, …}], …}"),
 )
 def prototypes(
-    checkpoint_id: int = CheckpointId,
-    images: Images = Depends(images_query),
+    of: CheckpointImages = Depends(checkpoint_images),
     top_k: int = TopK,
     max_images: int | None = MaxImagesAll,
     svc: Services = Depends(get_services),
 ) -> Response:
     params = {"top_k": top_k, "max_images": max_images}
-    return _of_checkpoint(svc, "prototypes", checkpoint_id, images, params, _galleries)
+    return _of_checkpoint(svc, "prototypes", of, params, _galleries)
 
 
 @router.get(
     "/checkpoints/{checkpoint_id}/prototypes/{k}/gallery",
     summary="The images nearest to prototype k",
-    responses={200: {"description": "{prototype, usage, images, similarities, …}"}, **RESPONSES},
+    responses=answers("{prototype, usage, images, similarities, …}"),
 )
 def gallery(
-    checkpoint_id: int = CheckpointId,
     k: int = Path(ge=0, le=100_000, description="prototype number"),
-    images: Images = Depends(images_query),
+    of: CheckpointImages = Depends(checkpoint_images),
     top_k: int = TopK,
     max_images: int | None = MaxImagesAll,
     svc: Services = Depends(get_services),
@@ -287,31 +295,27 @@ def gallery(
         for entry in answer.get("prototypes", []):
             if entry.get("prototype") == k:
                 extra = {
-                    "checkpoint_id": checkpoint_id,
+                    "checkpoint_id": of.checkpoint_id,
                     "dataset": answer.get("dataset"),
                     "data_root": answer.get("data_root"),
                 }
-                return json.dumps({**entry, **extra, "split": images.split}).encode()
+                return json.dumps({**entry, **extra, "split": of.images.split}).encode()
         n = answer.get("num_prototypes", len(answer.get("prototypes", [])))
         raise HTTPException(404, f"no prototype {k}: this checkpoint has {n} (0–{n - 1})")
 
     # Shares the cached galleries of /prototypes with the same parameters.
     params = {"top_k": top_k, "max_images": max_images}
-    return _of_checkpoint(svc, "prototypes", checkpoint_id, images, params, _galleries, pick)
+    return _of_checkpoint(svc, "prototypes", of, params, _galleries, pick)
 
 
 @router.get(
     "/checkpoints/{checkpoint_id}/images/{index}/neighbours",
     summary="An image's nearest images and nearest prototypes",
-    responses={
-        200: {"description": "{index, images: [{index, similarity}], prototypes}"},
-        **RESPONSES,
-    },
+    responses=answers("{index, images: [{index, similarity}], prototypes}"),
 )
 def neighbours(
-    checkpoint_id: int = CheckpointId,
     index: int = Path(ge=0, le=10_000_000, description="data set index"),
-    images: Images = Depends(images_query),
+    of: CheckpointImages = Depends(checkpoint_images),
     k: int = Query(12, ge=1, le=256, description="nearest images"),
     k_prototypes: int = Query(5, ge=1, le=256),
     max_images: int | None = MaxImagesAll,
@@ -324,7 +328,7 @@ def neighbours(
 
         return image_neighbours
 
-    return _of_checkpoint(svc, "neighbours", checkpoint_id, images, params, analysis)
+    return _of_checkpoint(svc, "neighbours", of, params, analysis)
 
 
 @router.get(
@@ -332,7 +336,7 @@ def neighbours(
     summary="Two checkpoints on the same images",
     description="Cluster agreement (Hungarian matching), NMI, ARI, prototypes that gained or "
     "lost images, metric deltas and Procrustes-aligned maps.",
-    responses={200: {"description": "models.compare.compare_checkpoints"}, **RESPONSES},
+    responses=answers("models.compare.compare_checkpoints"),
 )
 def compare(
     a: int = Query(..., ge=1, le=2**62, description="checkpoint id A"),

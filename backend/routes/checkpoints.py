@@ -56,10 +56,7 @@ def list_checkpoints(
 def get_checkpoint(
     checkpoint_id: int = Path(ge=1, le=2**62), svc: Services = Depends(get_services)
 ) -> CheckpointOut:
-    row = svc.store.get_checkpoint(checkpoint_id)
-    if row is None:
-        raise HTTPException(404, f"no checkpoint {checkpoint_id}")
-    return CheckpointOut.from_row(row)
+    return CheckpointOut.from_row(svc.checkpoint_row(checkpoint_id))
 
 
 @router.post(

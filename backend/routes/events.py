@@ -60,9 +60,7 @@ def stream_start(
                 400, f"Last-Event-ID must be an event id (an integer ≤ 2**62), got {text[:40]!r}"
             )
         cursor = int(text)
-    run = svc.store.get_run(run_id)
-    if run is None:
-        raise HTTPException(404, f"no run {run_id}")
+    run = svc.run_row(run_id)
     if run["status"] in TERMINAL_STATUSES and svc.store.max_event_id(run_id) <= cursor:
         # Finished, and the client has everything: 204 makes EventSource stop reconnecting.
         raise HTTPException(204)

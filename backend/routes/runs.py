@@ -115,13 +115,6 @@ def run_out(svc: Services, run: dict[str, Any], latest: int | None = None) -> Ru
     return RunOut.from_row(run, latest)
 
 
-def _run_or_404(svc: Services, run_id: int) -> dict[str, Any]:
-    run = svc.store.get_run(run_id)
-    if run is None:
-        raise HTTPException(404, f"no run {run_id}")
-    return run
-
-
 @router.post(
     "/runs",
     status_code=201,
@@ -144,7 +137,7 @@ def create_run(body: RunCreate, svc: Services = Depends(get_services)) -> RunOut
         request=body.model_dump(mode="json", exclude_none=True),
     )
     svc.jobs.submitted()
-    return run_out(svc, _run_or_404(svc, run["id"]))
+    return run_out(svc, svc.run_row(run["id"]))
 
 
 @router.get("/runs", response_model=list[RunOut], summary="All runs, newest first")
@@ -166,7 +159,7 @@ def list_runs(
     responses={404: {"model": ErrorOut}},
 )
 def get_run(run_id: int = RunId, svc: Services = Depends(get_services)) -> RunOut:
-    return run_out(svc, _run_or_404(svc, run_id))
+    return run_out(svc, svc.run_row(run_id))
 
 
 @router.post(
@@ -234,7 +227,7 @@ def run_metrics(
     ),
     svc: Services = Depends(get_services),
 ) -> Response:
-    run = _run_or_404(svc, run_id)
+    run = svc.run_row(run_id)
     rows = svc.store.events_after(run_id, since, limit + 1, types)
     more = len(rows) > limit
     rows = rows[:limit]

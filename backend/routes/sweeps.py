@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from backend.analysis_cache import AnalysisFailed, Ready
 from backend.app_services import Services, get_services
-from backend.routes.analysis import Images, checkpoint_job, diagnose_analysis
+from backend.routes.analysis import CheckpointImages, Images, checkpoint_job, diagnose_analysis
 from backend.routes.runs import build_config, collapse_alert
 from backend.schemas import (
     ErrorOut,
@@ -102,8 +102,7 @@ def _diagnosis(svc: Services, checkpoint_id: int) -> dict[str, Any] | SweepDiagn
         key, compute = checkpoint_job(
             svc,
             "diagnostics",
-            checkpoint_id,
-            DIAGNOSE_IMAGES,
+            CheckpointImages(checkpoint_id, DIAGNOSE_IMAGES),
             {"max_images": DIAGNOSE_MAX_IMAGES},
             diagnose_analysis(svc, row),
         )
@@ -120,22 +119,9 @@ def _diagnosis(svc: Services, checkpoint_id: int) -> dict[str, Any] | SweepDiagn
 
 
 def _cell_out(svc: Services, cell: dict[str, Any], diagnose: bool) -> SweepCellOut:
-    out = SweepCellOut(
-        cell=cell["cell"],
-        position=cell["position"],
-        coords=cell["coords"],
-        run_id=cell["run_id"],
-        run_name=cell["name"],
-        status=cell["status"],
-        reason=cell["reason"] or "",
-        step=cell["step"],
-        loss=cell["loss"],
-        knn_top1=cell["knn_top1"],
-        checkpoint_id=cell["checkpoint_id"],
-        verdict=None,
-        verdict_reason=None,
-        verdict_source=None,
-    )
+    # The store's cell row carries the fields' own names; the verdict comes below.
+    unknown = dict.fromkeys(("verdict", "verdict_reason", "verdict_source"))
+    out = SweepCellOut.model_validate({**cell, "reason": cell["reason"] or "", **unknown})
     finished = cell["status"] in TERMINAL_STATUSES
     if finished and diagnose and cell["checkpoint_id"] is not None:
         report = _diagnosis(svc, int(cell["checkpoint_id"]))
@@ -170,13 +156,6 @@ def _sweep_out(
         max_parallel=svc.jobs.slots,
         cells=cells_,
     )
-
-
-def _sweep_or_404(svc: Services, sweep_id: int) -> dict[str, Any]:
-    sweep = svc.store.get_sweep(sweep_id)
-    if sweep is None:
-        raise HTTPException(404, f"no sweep {sweep_id}")
-    return sweep
 
 
 @router.post(
@@ -226,7 +205,7 @@ def get_sweep(
     diagnose: bool = Query(True, description="start the Diagnose reports of finished cells"),
     svc: Services = Depends(get_services),
 ) -> SweepOut:
-    sweep = _sweep_or_404(svc, sweep_id)
+    sweep = svc.sweep_row(sweep_id)
     rows = svc.store.sweep_cells(sweep_id)
     out = [_cell_out(svc, row, diagnose) for row in rows]
     done = sum(1 for c in out if c.status in TERMINAL_STATUSES)
@@ -240,7 +219,7 @@ def get_sweep(
     responses={404: {"model": ErrorOut}},
 )
 def stop_sweep(sweep_id: int = SweepId, svc: Services = Depends(get_services)) -> SweepOut:
-    _sweep_or_404(svc, sweep_id)
+    svc.sweep_row(sweep_id)
     # Queued cells first: stopping a running one frees a slot a queued one would take.
     rows = sorted(svc.store.sweep_cells(sweep_id), key=lambda r: r["status"] != "queued")
     for row in rows:

@@ -10,6 +10,8 @@ are computed with the timeline and served one prototype at a time by the gallery
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -18,8 +20,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from backend.analysis_cache import Progress
 from backend.app_services import Services, get_services
 from backend.routes.analysis import (
-    RESPONSES,
     Images,
+    answers,
     cached_answer,
     feature_cache_dir,
     file_identity,
@@ -52,8 +54,7 @@ def spread(n: int, most: int) -> list[int]:
 
 def _checkpoints(svc: Services, run_id: int, most: int) -> list[tuple[dict[str, Any], FsPath]]:
     """The run's checkpoints whose files exist, in training order, ≤ `most` of them."""
-    if svc.store.get_run(run_id) is None:
-        raise HTTPException(404, f"no run {run_id}")
+    svc.run_row(run_id)  # 404 for an unknown run
     rows = []
     for row in svc.store.list_checkpoints(run_id, limit=100_000):
         path = svc.store.absolute(row["path"])
@@ -82,19 +83,38 @@ def _knn_readings(svc: Services, run_id: int, up_to_step: int) -> dict[int, floa
     return out
 
 
-def _timeline(
-    svc: Services,
-    run_id: int,
-    images: Images,
-    max_images: int,
-    max_checkpoints: int,
-    top_k: int,
-    pick: Any,
-) -> Response:
-    chosen = _checkpoints(svc, run_id, max_checkpoints)
+@dataclass(frozen=True)
+class TimelineRequest:
+    """A timeline's query: which run, on which images, over how many checkpoints."""
+
+    run_id: int
+    images: Images
+    max_images: int
+    max_checkpoints: int
+    top_k: int
+
+
+def timeline_request(
+    run_id: int = RunId,
+    images: Images = Depends(images_query),
+    max_images: int = MaxImagesTl,
+    max_checkpoints: int = MaxCheckpoints,
+    top_k: int = TopK,
+) -> TimelineRequest:
+    return TimelineRequest(run_id, images, max_images, max_checkpoints, top_k)
+
+
+def _timeline(svc: Services, req: TimelineRequest, pick: Callable[[bytes], bytes]) -> Response:
+    run_id, images = req.run_id, req.images
+    chosen = _checkpoints(svc, run_id, req.max_checkpoints)
     last_step = max(int(row.get("step") or 0) for row, _ in chosen)
     knn = _knn_readings(svc, run_id, last_step)
-    params = {**images.data, "split": images.split, "max_images": max_images, "top_k": top_k}
+    params = {
+        **images.data,
+        "split": images.split,
+        "max_images": req.max_images,
+        "top_k": req.top_k,
+    }
 
     def compute(progress: Progress) -> dict[str, Any]:
         from models.timeline import TimelineCheckpoint, run_timeline
@@ -130,39 +150,27 @@ def _timeline(
     "each image's cluster, confidence and φ, prototype usage, the verdict and kNN top-1; "
     "between consecutive epochs the cluster flow (Sankey links, splits, merges); which "
     "prototypes were born or died. 202 with progress while computing.",
-    responses={200: {"description": "models.timeline.run_timeline"}, **RESPONSES},
+    responses=answers("models.timeline.run_timeline"),
 )
 def timeline(
-    run_id: int = RunId,
-    images: Images = Depends(images_query),
-    max_images: int = MaxImagesTl,
-    max_checkpoints: int = MaxCheckpoints,
-    top_k: int = TopK,
-    svc: Services = Depends(get_services),
+    req: TimelineRequest = Depends(timeline_request), svc: Services = Depends(get_services)
 ) -> Response:
     def pick(body: bytes) -> bytes:
         answer = json.loads(body)
         answer.pop("galleries", None)  # served per prototype by the route below
         return json.dumps(answer).encode()
 
-    return _timeline(svc, run_id, images, max_images, max_checkpoints, top_k, pick)
+    return _timeline(svc, req, pick)
 
 
 @router.get(
     "/runs/{run_id}/timeline/prototypes/{k}",
     summary="Prototype k's nearest images at every epoch of the timeline",
-    responses={
-        200: {"description": "{prototype, epochs: [{checkpoint_id, step, usage, images}]}"},
-        **RESPONSES,
-    },
+    responses=answers("{prototype, epochs: [{checkpoint_id, step, usage, images}]}"),
 )
 def timeline_gallery(
-    run_id: int = RunId,
     k: int = Path(ge=0, le=100_000, description="prototype (cluster id of the timeline)"),
-    images: Images = Depends(images_query),
-    max_images: int = MaxImagesTl,
-    max_checkpoints: int = MaxCheckpoints,
-    top_k: int = TopK,
+    req: TimelineRequest = Depends(timeline_request),
     svc: Services = Depends(get_services),
 ) -> Response:
     def pick(body: bytes) -> bytes:
@@ -184,7 +192,7 @@ def timeline_gallery(
             for e, imgs in zip(answer["epochs"], per_epoch, strict=True)
         ]
         out = {
-            "run_id": run_id,
+            "run_id": req.run_id,
             "prototype": k,
             "dataset": answer.get("dataset"),
             "data_root": answer.get("data_root"),
@@ -193,4 +201,4 @@ def timeline_gallery(
         }
         return json.dumps(out).encode()
 
-    return _timeline(svc, run_id, images, max_images, max_checkpoints, top_k, pick)
+    return _timeline(svc, req, pick)

@@ -258,20 +258,12 @@ def main() -> None:
     if not sweeps:
         st.info("No sweeps yet: start one above (the demo preset needs no numbers).")
         return
-    by_id = {s["id"]: s for s in sweeps}
-    chosen = widgets.pick(
-        "Sweep",
-        list(by_id),
-        lambda i: sweep_label(by_id[i]),
-        key="sweep_pick",
-        shared="sweep",
-        query_param="sweep",
-    )
+    chosen = widgets.pick_row("Sweep", sweeps, sweep_label, key="sweep_pick", shared="sweep")
     if chosen is None:
         return
     with widgets.backend_errors():
-        first = c.sweep(chosen)
-    live_map(c, int(chosen), needs_refresh(first))
+        first = c.sweep(chosen["id"])
+    live_map(c, int(chosen["id"]), needs_refresh(first))
 
 
 main()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from frontend import widgets
-from frontend.pickers import checkpoint_label, choose_checkpoint, choose_data
+from frontend.pickers import checkpoint_label, choose_checkpoint_and_data
 from frontend.report_view import show_report
 
 
@@ -13,12 +13,10 @@ def main() -> None:
     st.title("Diagnose")
     st.caption("Is this checkpoint healthy, or has it collapsed — and which kind of collapse?")
     c = widgets.require_backend()
-    ckpt = choose_checkpoint(c, key="diag_ckpt")
-    if ckpt is None:
+    picked = choose_checkpoint_and_data(c, key="diag")
+    if picked is None:
         return
-    data = choose_data(c, ckpt, key="diag")
-    if data is None:
-        return
+    ckpt, data = picked
     result_key = f"diag:{ckpt['id']}{data.tag}"
     if st.button("Recompute", key="diag_recompute", help="Ask the backend again"):
         widgets.forget(result_key)

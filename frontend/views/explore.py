@@ -19,8 +19,7 @@ from frontend.pickers import (
     COLOUR_KEYS,
     DataChoice,
     checkpoint_label,
-    choose_checkpoint,
-    choose_data,
+    choose_checkpoint_and_data,
     class_names,
     images_of,
 )
@@ -114,12 +113,10 @@ def main() -> None:
         "(the chart's tool bar) to see many at once."
     )
     c = widgets.require_backend()
-    ckpt = choose_checkpoint(c, key="explore_ckpt")
-    if ckpt is None:
+    picked = choose_checkpoint_and_data(c, key="explore")
+    if picked is None:
         return
-    data = choose_data(c, ckpt, key="explore")
-    if data is None:
-        return
+    ckpt, data = picked
     size = map_size()
     answer = widgets.await_result(
         f"explore:{ckpt['id']}{data.tag}:{size}",

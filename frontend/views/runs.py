@@ -20,7 +20,6 @@ LIVE_POLL_S = 2.0
 MAX_PAGES_PER_PULL = 20
 # The statuses the backend's run store gives (backend/store.py); the page reads, never adds.
 ACTIVE_STATUSES = {"queued", "running"}
-RESUMABLE_STATUSES = {"stopped", "interrupted", "failed"}
 
 
 # --- the form -----------------------------------------------------------------------------
@@ -273,7 +272,7 @@ def run_controls(c: Client, run: Mapping[str, Any]) -> None:
         "Resume",
         icon=":material/play_arrow:",
         key="run_resume",
-        disabled=status not in RESUMABLE_STATUSES,
+        disabled=not run.get("resumable"),  # the backend's rule (GET /runs/{id})
     ):
         with widgets.backend_errors(stop=False):
             c.resume_run(run["id"])
@@ -328,19 +327,10 @@ def main() -> None:
         return
     st.subheader("All runs")
     runs_table_live(c, runs)
-    by_id = {r["id"]: r for r in runs}
     st.subheader("Live view")
-    chosen = widgets.pick(
-        "Run",
-        list(by_id),
-        lambda i: run_label(by_id[i]),
-        key="runs_pick",
-        shared="run",
-        query_param="run",
-    )
-    if chosen is None:
+    run = widgets.pick_row("Run", runs, run_label, key="runs_pick", shared="run")
+    if run is None:
         return
-    run = by_id[chosen]
     run_controls(c, run)
     live_view(c, run)
 

@@ -151,7 +151,7 @@ def _knn_top1(
     bank images.
     """
     from models.data import load_dataset
-    from models.evaluate import KNN_K, KNN_T, knn_bank_size, weighted_knn_top1
+    from models.evaluate import knn_bank_size, weighted_knn_top1
     from models.features import FeatureKey, cached_features
 
     queries = inputs.features
@@ -179,5 +179,5 @@ def _knn_top1(
     if bank.labels is None or bank.num_images <= skip:
         return None
     return weighted_knn_top1(
-        bank.backbone[skip:], bank.labels[skip:], queries.backbone, queries.labels, KNN_K, KNN_T
-    )
+        bank.backbone[skip:], bank.labels[skip:], queries.backbone, queries.labels
+    )  # the product's one kNN protocol: models/evaluate.py's KNN_K and KNN_T

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from models.compare import match_clusters
-from models.evaluate import contingency
+from models.evaluate import paired_contingency
 
 # A part of a cluster counts in a split or merge when it holds at least this share of the
 # cluster it left (and MIN_PART_SHARE of all images): a few stray images are drift, not a split.
@@ -31,12 +31,9 @@ def flow_links(a: np.ndarray, b: np.ndarray, min_images: int = 1) -> tuple[list[
 
     A link is kept when it carries at least `min_images` images.
     """
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"assignments differ in length: {a.shape} vs {b.shape}")
-    if a.size == 0:
+    va, vb, table = paired_contingency(a, b)
+    if table.size == 0:
         return [], 0
-    va, vb, table = contingency(a, b)
     rows, cols = np.nonzero(table)
     counts = np.asarray(table[rows, cols]).ravel()
     keep = counts >= max(1, min_images)

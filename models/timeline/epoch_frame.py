@@ -1,7 +1,7 @@
 """One checkpoint's share of a timeline: its map, clusters, usage, galleries and verdict.
 
 Computed from the shared caches (features: models/features.py; map: Explore's own
-`embedding_map.map_of`, so a checkpoint already opened on Explore is not mapped again) and
+`embedding_map.checkpoint_map`, so a checkpoint already opened on Explore is not mapped again) and
 kept as one .npz per checkpoint × images × parameters. A timeline of a run that gained one
 checkpoint computes one frame; a timeline opened again reads files only.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from models.disk_cache import Arrays, cache_key, checkpoint_hash, load_arrays, save_arrays
-from models.embedding_map import map_arrays, map_of
+from models.embedding_map import ImageRequest, checkpoint_map
 
 FRAME_VERSION = 1  # bump when what a frame holds, or how it is computed, changes
 # The report's scalars a timeline plots per epoch (whichever a model has).
@@ -37,6 +37,8 @@ SUMMARY_KEYS = (
 )
 
 Progress = Callable[[float, str], None]
+# The frame's fields kept as they are in its .npz (the others are JSON or text there).
+ARRAY_FIELDS = ("index", "label", "xy", "cluster", "confidence", "phi", "galleries")
 
 
 @dataclass
@@ -63,13 +65,7 @@ class EpochFrame:
 
     def to_arrays(self) -> Arrays:
         return {
-            "index": self.index,
-            "label": self.label,
-            "xy": self.xy,
-            "cluster": self.cluster,
-            "confidence": self.confidence,
-            "phi": self.phi,
-            "galleries": self.galleries,
+            **{k: getattr(self, k) for k in ARRAY_FIELDS},
             "summary": np.array(json.dumps(self.summary), dtype=np.str_),
             "dataset": np.array(self.dataset, dtype=np.str_),
             "data_root": np.array(self.data_root or "", dtype=np.str_),
@@ -79,13 +75,7 @@ class EpochFrame:
     @classmethod
     def from_arrays(cls, a: Arrays) -> EpochFrame:
         return cls(
-            index=a["index"],
-            label=a["label"],
-            xy=a["xy"],
-            cluster=a["cluster"],
-            confidence=a["confidence"],
-            phi=a["phi"],
-            galleries=a["galleries"],
+            **{k: a[k] for k in ARRAY_FIELDS},
             summary=json.loads(str(a["summary"])),
             dataset=str(a["dataset"]),
             data_root=str(a["data_root"]) or None,
@@ -126,10 +116,7 @@ def _pcl_phi_vs_size(model: Any, projected: Any) -> list[dict[str, Any]] | None:
 def compute_frame(
     checkpoint: Path,
     checkpoint_sha256: str,
-    dataset: str | None,
-    data_root: str | None,
-    split: str,
-    max_images: int | None,
+    images: ImageRequest,
     top_k: int,
     map_cache: Path,
     feature_cache: Path | None,
@@ -138,25 +125,13 @@ def compute_frame(
     """A frame from the checkpoint (features and map from their caches when there)."""
     from models.collapse_rules import early_note
     from models.diagnostics import diagnose_tensors
-    from models.features import load_inputs
 
-    inputs = load_inputs(
-        checkpoint,
-        dataset,
-        data_root,
-        split,
-        max_images,
-        lambda f, m: report(0.6 * f, m),
-        cache_dir=feature_cache,
+    inputs, arrays, _ = checkpoint_map(
+        checkpoint, checkpoint_sha256, images, map_cache, feature_cache, report, 0.6
     )
     feats, loaded = inputs.features, inputs.loaded
     cfg = loaded.config
-    report(0.6, f"map of {feats.num_images:,} images")
     temperature = cfg.prediction_temperature
-    if feats.num_images >= 2:
-        arrays, _ = map_of(checkpoint_sha256, feats, inputs.data, split, map_cache, temperature)
-    else:  # map_of's default max_fit needs two points; one image is a point at the origin
-        arrays = map_arrays(feats, temperature)
     report(0.9, "verdict and galleries")
     has_protos = cfg.method != "supervised" and feats.logits is not None
     space = feats.projected if feats.projected is not None else F.normalize(feats.backbone, dim=1)
@@ -184,12 +159,8 @@ def compute_frame(
     else:
         galleries = np.zeros((0, 0), dtype=np.int64)
     return EpochFrame(
-        index=arrays["index"],
-        label=arrays["label"],
+        **{k: arrays[k] for k in ("index", "label", "cluster", "confidence", "phi")},
         xy=arrays["xy"].astype(np.float32),
-        cluster=arrays["cluster"],
-        confidence=arrays["confidence"],
-        phi=arrays["phi"],
         galleries=galleries.astype(np.int64),
         summary=summary,
         dataset=inputs.data.name,
@@ -234,8 +205,7 @@ def frame_of(
             return EpochFrame.from_arrays(arrays), True
         except (KeyError, ValueError):  # an entry of another layout: computed again
             pass
-    frame = compute_frame(
-        path, sha, dataset, data_root, split, max_images, top_k, map_cache, feature_cache, report
-    )
+    images = (dataset, data_root, split, max_images)
+    frame = compute_frame(path, sha, images, top_k, map_cache, feature_cache, report)
     save_arrays(file, frame.to_arrays())
     return frame, False

@@ -150,6 +150,20 @@ def check_resumes_from_checkpoint(srv: Server, run_id: int) -> None:
     assert ids == sorted(set(ids)), "one log, ids strictly increasing across sessions"
 
 
+def start_long_run(srv: Server, workers: list[int], until: str) -> tuple[int, dict[str, Any], int]:
+    """Start the server and a LONG run, and wait for the run's first `until` event:
+    (run id, that event, pid of its training process).
+
+    The pid goes into `workers` at once, so the process is killed however the test ends.
+    """
+    srv.start()
+    run_id: int = srv.post_run(LONG)["id"]
+    event = wait_for_event(srv, run_id, until)
+    pid: int = srv.run(run_id)["pid"]
+    workers.append(pid)
+    return run_id, event, pid
+
+
 @pytest.fixture
 def workers() -> Iterator[list[int]]:
     """Pids of training processes a test saw; whatever is left of them is killed at the end."""
@@ -173,11 +187,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 def test_a_killed_training_process_is_noticed_within_seconds_and_resumes(
     server: Server, workers: list[int]
 ) -> None:
-    server.start()
-    run_id = server.post_run(LONG)["id"]
-    wait_for_event(server, run_id, "checkpoint")
-    pid = server.run(run_id)["pid"]
-    workers.append(pid)
+    run_id, _, pid = start_long_run(server, workers, "checkpoint")
 
     # While it trains, a second run waits in the queue (one slot); stopping it is immediate.
     queued = server.post_run(TINY)
@@ -221,11 +231,7 @@ def test_a_nan_loss_fails_the_run_with_the_reason(server: Server) -> None:
 def test_a_server_restart_mid_run_interrupts_it_resumably(
     server: Server, workers: list[int]
 ) -> None:
-    server.start()
-    run_id = server.post_run(LONG)["id"]
-    first = wait_for_event(server, run_id, "checkpoint")
-    pid = server.run(run_id)["pid"]
-    workers.append(pid)
+    run_id, first, pid = start_long_run(server, workers, "checkpoint")
 
     server.stop()  # Ctrl-C: the training process checkpoints and ends with the server
     assert not is_alive(pid), "the training process outlived a graceful shutdown"
@@ -244,11 +250,7 @@ def test_a_server_restart_mid_run_interrupts_it_resumably(
 def test_a_crashed_server_leaves_training_running_and_the_next_one_adopts_it(
     server: Server, workers: list[int]
 ) -> None:
-    server.start()
-    run_id = server.post_run(LONG)["id"]
-    seen = wait_for_event(server, run_id, "step")
-    pid = server.run(run_id)["pid"]
-    workers.append(pid)
+    run_id, seen, pid = start_long_run(server, workers, "step")
 
     server.kill()  # no shutdown at all
     time.sleep(0.5)

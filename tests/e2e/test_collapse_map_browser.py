@@ -12,13 +12,12 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from backend.store import Store
-from tests.e2e.pages import CHROMIUM, ERRORS, wait_on_page
+from tests.e2e.pages import ERRORS, browser_page, chromium, wait_on_page
 from tests.frontend.test_collapse_map_page import written_sweep
-from tests.support import backend_server, frontend_server
 
 # The text of every cell of the n-th heat map on the page, flattened ('' when not drawn yet).
 MAP_TEXT = """(n) => {
@@ -42,17 +41,16 @@ def choose_cell(page: Page, name: str, link: str) -> None:
     raise AssertionError(f"could not choose {name!r} in 'Open a cell'")
 
 
+def tall_chromium(pw: Playwright) -> BrowserContext:
+    """A window tall enough for both heat maps and the cell picker below them."""
+    return chromium(pw, height=1300)
+
+
 @pytest.mark.timeout(300)
 def test_the_collapse_map_draws_refreshes_and_links_each_cell(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    with (
-        backend_server(data) as api,
-        frontend_server(api, tmp_path / "frontend.log") as app,
-        sync_playwright() as p,
-    ):
+    with browser_page(data, tmp_path / "frontend.log", launch=tall_chromium) as (_, app, page):
         sweep_id, run_ids = written_sweep(data)
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.goto(f"{app}/collapse_map?sweep={sweep_id}")
 
         def maps_drawn() -> bool:
@@ -88,4 +86,3 @@ def test_the_collapse_map_draws_refreshes_and_links_each_cell(tmp_path: Path) ->
         # Its own numbers: cell 1's loss and kNN (45 %), no other cell's.
         wait_on_page("its live view", lambda: "45.0 %" in page.inner_text("body"), 90, page)
         assert page.locator(ERRORS).count() == 0
-        browser.close()

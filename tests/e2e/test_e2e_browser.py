@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.e2e.pages import CHROMIUM, no_errors, wait_on_page
-from tests.support import backend_server, frontend_server
+from tests.e2e.pages import browser_page, no_errors, wait_on_page
 
 
 def plot_points(page: Page) -> int:
@@ -103,17 +102,7 @@ def click_shows_the_point(page: Page) -> None:
 
 @pytest.mark.timeout(420)
 def test_start_a_run_watch_it_live_and_explore_its_map(tmp_path: Path) -> None:
-    assert Path(CHROMIUM).exists(), "chromium is missing: `make test` installs it"
-    data = tmp_path / "data"
-    with (
-        backend_server(data) as api,
-        frontend_server(api, tmp_path / "frontend.log") as app,
-        sync_playwright() as pw,
-    ):
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with browser_page(tmp_path / "data", tmp_path / "frontend.log") as (api, app, page):
         page.goto(app)  # Runs is the default page, at the root URL
         page.get_by_role("button", name="Start run").wait_for(timeout=60_000)
         no_errors(page)
@@ -146,4 +135,3 @@ def test_start_a_run_watch_it_live_and_explore_its_map(tmp_path: Path) -> None:
         no_errors(page)
         click_shows_the_point(page)
         no_errors(page)
-        browser.close()

@@ -7,11 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from tests.backend.test_timeline_api import trained_run
-from tests.e2e.pages import CHROMIUM, no_errors, wait_on_page
-from tests.support import backend_server, frontend_server
+from tests.e2e.pages import browser_page, no_errors, wait_on_page
 
 IMAGES = 300
 
@@ -29,19 +27,10 @@ SANKEY_NODES = "() => document.querySelectorAll('.sankey .sankey-node').length"
 
 @pytest.mark.timeout(420)
 def test_timeline_page_draws_plays_and_slides(tmp_path: Path) -> None:
-    assert Path(CHROMIUM).exists(), "chromium is missing: `make test` installs it"
     data = tmp_path / "data"
     data.mkdir()
     run_id = trained_run(data, "swav")
-    with (
-        backend_server(data) as api,
-        frontend_server(api, tmp_path / "frontend.log") as app,
-        sync_playwright() as pw,
-    ):
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with browser_page(data, tmp_path / "frontend.log") as (_, app, page):
         page.goto(f"{app}/timeline?run={run_id}&images={IMAGES}")
         wait_on_page("the map", lambda: page.evaluate(MAP_POINTS) == IMAGES, 240, page)
         assert page.evaluate(MAP_TITLE).startswith("epoch 3")  # opens at the last epoch
@@ -77,4 +66,3 @@ def test_timeline_page_draws_plays_and_slides(tmp_path: Path) -> None:
             page,
         )
         no_errors(page)
-        browser.close()

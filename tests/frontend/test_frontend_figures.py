@@ -10,6 +10,7 @@ import pytest
 
 from frontend import figures, learn_demos, run_events, run_form
 from frontend.client import BackendError, BackendUnavailable, Client, _detail_text
+from frontend.map_columns import MapColumns, columns_of
 
 
 def _steps(n: int, k: int = 4, loss: float = 1.0, active: int = 4) -> list[dict[str, Any]]:
@@ -157,21 +158,28 @@ def _points() -> list[dict[str, Any]]:
     ]
 
 
-def test_embedding_figure_customdata_is_the_dataset_index() -> None:
+def _map(points: list[dict[str, Any]]) -> MapColumns:
+    # The map as Explore draws it: a points answer read into columns.
+    cols = columns_of({"points": points})
+    assert cols is not None
+    return cols
+
+
+def test_map_figure_customdata_is_the_dataset_index() -> None:
     pts = _points()
-    fig = figures.embedding_figure(pts, "label", label_names=["a", "b", "c"])
+    fig = figures.webgl_map_figure(_map(pts), "label", label_names=["a", "b", "c"])
     assert len(fig.data) == 3  # one trace per label
     by_index = {p["index"]: p for p in pts}
     for trace in fig.data:
         for x, cd in zip(trace.x, trace.customdata, strict=True):
-            assert by_index[cd[0]]["x"] == x
+            assert by_index[int(cd[0])]["x"] == x
     assert fig.data[1].name == "1: b"
-    continuous = figures.embedding_figure(pts, "phi")
+    continuous = figures.webgl_map_figure(_map(pts), "phi")
     assert len(continuous.data) == 1 and continuous.data[0].marker.showscale
 
 
 def test_selected_indices_reads_customdata_not_positions() -> None:
-    fig = figures.embedding_figure(_points(), "cluster")
+    fig = figures.webgl_map_figure(_map(_points()), "cluster")
     trace1 = fig.data[1]
     # What Streamlit returns: point_index is the position within trace 1, not an image index.
     selection = {
