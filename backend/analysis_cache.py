@@ -154,6 +154,21 @@ class AnalysisService:
         self._remember(key, body)
         return body
 
+    def view(self, key: str, name: str, body: bytes, make: Callable[[bytes], bytes]) -> bytes:
+        """`make(body)` of the answer under `key`, kept in memory beside it under `name`.
+
+        For a route that serves a part of a larger answer (a timeline without its galleries,
+        one prototype's galleries, a page of a map): cutting a 2 MB answer took ~0.1 s of CPU
+        on every request. Made again when the memory has let it go, never stored on disk.
+        """
+        view_key = f"{key}:{name}"
+        with self._lock:
+            made = self._memory.get(view_key)
+        if made is None:
+            made = make(body)
+            self._remember(view_key, made)
+        return made
+
     def _compute(self, job: _Job, compute: Callable[[Progress], Any]) -> bytes:
         job.update(0.0, "starting")
         result = compute(job.update)

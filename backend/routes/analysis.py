@@ -52,8 +52,9 @@ def cached_answer(
     identity: dict[str, Any],
     compute: Callable[[Progress], Any],
     pick: Callable[[bytes], bytes] | None = None,
+    view: str | None = None,
 ) -> Response:
-    return answer_of_job(svc, svc.analysis.key(kind, identity), compute, pick)
+    return answer_of_job(svc, svc.analysis.key(kind, identity), compute, pick, view)
 
 
 def answer_of_job(
@@ -61,14 +62,20 @@ def answer_of_job(
     key: str,
     compute: Callable[[Progress], Any],
     pick: Callable[[bytes], bytes] | None = None,
+    view: str | None = None,
 ) -> Response:
-    """The cached answer (200), or 202 with the job's progress; the job's failure as its 4xx/5xx."""
+    """The cached answer (200), or 202 with the job's progress; the job's failure as its 4xx/5xx.
+
+    `pick` cuts the answer down for this route; with a `view` name what it gives is kept in
+    memory (AnalysisService.view), so asking again does not parse the whole answer again."""
     try:
         outcome = svc.analysis.get(key, compute, svc.settings.analysis_wait_s)
     except AnalysisFailed as e:
         raise HTTPException(e.status_code, e.message) from None
     if isinstance(outcome, Ready):
-        body = pick(outcome.body) if pick is not None else outcome.body
+        body = outcome.body
+        if pick is not None:
+            body = svc.analysis.view(key, view, body, pick) if view else pick(body)
         return Response(body, media_type="application/json")
     pending = Pending(status="running", progress=outcome.progress, message=outcome.message)
     return JSONResponse(pending.model_dump(), status_code=202, headers={"Retry-After": "1"})
@@ -156,10 +163,11 @@ def _of_checkpoint(
     params: dict[str, Any],
     analysis: Callable[[], Analysis],
     pick: Callable[[bytes], bytes] | None = None,
+    view: str | None = None,
 ) -> Response:
     """Answer one analysis of one checkpoint, computed on the analysis pool and cached."""
     key, compute = checkpoint_job(svc, kind, of, params, analysis)
-    return answer_of_job(svc, key, compute, pick)
+    return answer_of_job(svc, key, compute, pick, view)
 
 
 def diagnose_analysis(svc: Services, row: dict[str, Any]) -> Callable[[], Analysis]:
@@ -250,7 +258,8 @@ def embedding(
 
     paged = offset > 0 or limit is not None
     pick = page if paged else None
-    return _of_checkpoint(svc, "embedding", of, params, analysis, pick)
+    view = f"page:{offset}:{limit}"
+    return _of_checkpoint(svc, "embedding", of, params, analysis, pick, view)
 
 
 def _galleries() -> Analysis:
@@ -305,7 +314,8 @@ def gallery(
 
     # Shares the cached galleries of /prototypes with the same parameters.
     params = {"top_k": top_k, "max_images": max_images}
-    return _of_checkpoint(svc, "prototypes", of, params, _galleries, pick)
+    view = f"prototype:{k}:{of.checkpoint_id}"
+    return _of_checkpoint(svc, "prototypes", of, params, _galleries, pick, view)
 
 
 @router.get(

@@ -104,7 +104,9 @@ def timeline_request(
     return TimelineRequest(run_id, images, max_images, max_checkpoints, top_k)
 
 
-def _timeline(svc: Services, req: TimelineRequest, pick: Callable[[bytes], bytes]) -> Response:
+def _timeline(
+    svc: Services, req: TimelineRequest, pick: Callable[[bytes], bytes], view: str
+) -> Response:
     run_id, images = req.run_id, req.images
     chosen = _checkpoints(svc, run_id, req.max_checkpoints)
     last_step = max(int(row.get("step") or 0) for row, _ in chosen)
@@ -140,7 +142,7 @@ def _timeline(svc: Services, req: TimelineRequest, pick: Callable[[bytes], bytes
         "knn": sorted(knn.items()),
         **params,
     }
-    return cached_answer(svc, "timeline", identity, compute, pick)
+    return cached_answer(svc, "timeline", identity, compute, pick, view)
 
 
 @router.get(
@@ -160,7 +162,7 @@ def timeline(
         answer.pop("galleries", None)  # served per prototype by the route below
         return json.dumps(answer).encode()
 
-    return _timeline(svc, req, pick)
+    return _timeline(svc, req, pick, "without-galleries")
 
 
 @router.get(
@@ -201,4 +203,4 @@ def timeline_gallery(
         }
         return json.dumps(out).encode()
 
-    return _timeline(svc, req, pick)
+    return _timeline(svc, req, pick, f"prototype:{k}")
