@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,16 +134,11 @@ def cell_dir(out: Path, cell: SweepCell) -> Path:
     return out / f"cell-{cell.index:03d}"
 
 
-def _last_loss(events: Path) -> float | None:
-    loss = None
-    if events.is_file():
-        with events.open(encoding="utf-8") as f:
-            for line in f:
-                if '"step"' in line and '"loss"' in line:
-                    with_loss = json.loads(line)
-                    if with_loss.get("type") == "step" and with_loss.get("loss") is not None:
-                        loss = float(with_loss["loss"])
-    return loss
+def _last_loss(steps: Iterable[Mapping[str, Any]]) -> float | None:
+    """The newest loss among a run's recent steps (the trainer's own record, restored from the
+    checkpoint on resume, so a cell continued in a new task still knows its earlier steps)."""
+    losses = [float(s["loss"]) for s in steps if s.get("loss") is not None]
+    return losses[-1] if losses else None
 
 
 def run_cell(
@@ -159,10 +155,11 @@ def run_cell(
     resume = (folder / "checkpoints" / "last.pt").is_file()
     set_process_env_defaults()
     print(f"sweep: cell {cell.index} ({cell.label}){' resumed' if resume else ''}", flush=True)
-    end = Trainer(cfg, folder, resume=resume, progress=not args.quiet).run()
+    trainer = Trainer(cfg, folder, resume=resume, progress=not args.quiet)
+    end = trainer.run()
     result: dict[str, Any] = {"cell": cell.index, "coords": cell.coords}
     result |= {"status": end.get("status"), "step": end.get("step")}
-    result["final_loss"] = _last_loss(folder / "events.jsonl")
+    result["final_loss"] = _last_loss(trainer.recent_steps)
     last = folder / "checkpoints" / "last.pt"
     report = diagnose_checkpoint(last, max_images=args.diagnose_images) if last.is_file() else {}
     for key in ("knn_top1", "verdict", "reason", "active_prototypes", "effective_rank"):
