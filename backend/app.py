@@ -30,6 +30,7 @@ from backend.routes import (
     sweeps,
     timeline,
 )
+from backend.routes.sweeps import diagnose_ended_cell
 from backend.settings import Settings
 from backend.store import Store
 from backend.training_jobs import JobManager
@@ -54,15 +55,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(settings.db_path, data)
         await anyio.to_thread.run_sync(store.init_schema)
         jobs = JobManager(settings, store)
-        await anyio.to_thread.run_sync(jobs.start)
         broker = EventBroker(store, settings.event_poll_s)
-        await broker.start()
         analyses = AnalysisService(
             data / "cache" / "analysis",
             settings.analysis_workers,
             scrub=lambda text: text.replace(f"{data}/", ""),
         )
         svc = Services(settings, store, jobs, broker, analyses, ImageCache())
+        # A sweep cell is diagnosed as soon as its process ends, so the Collapse map opens on
+        # verdicts that are ready rather than starting them all when someone looks.
+        jobs.on_ended = diagnose_ended_cell(svc)
+        await anyio.to_thread.run_sync(jobs.start)
+        await broker.start()
         app.state.services = svc
         if settings.warm_umap:
             analyses.warm_up()

@@ -401,6 +401,11 @@ class Store:
             for r in rows
         ]
 
+    def is_sweep_cell(self, run_id: int) -> bool:
+        """Whether the run is a cell of some sweep."""
+        query = "SELECT 1 FROM sweep_cells WHERE run_id = ? LIMIT 1"
+        return self.connect().execute(query, (run_id,)).fetchone() is not None
+
     def sweep_cells(self, sweep_id: int) -> list[dict[str, Any]]:
         """The sweep's cells in grid order, each with its run's state, newest checkpoint id,
         last loss and last kNN top-1 (whichever event carried it last)."""

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,6 +70,8 @@ class JobManager:
         self._quit = threading.Event()
         self._thread: threading.Thread | None = None
         self._accepting = True
+        # Told the id of each run whose training process has ended (its status final by then).
+        self.on_ended: Callable[[int], None] | None = None
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -156,10 +159,20 @@ class JobManager:
                 fh.close()
             self.store.set_exit_code(run_id, code)
             self._finalize_dead(run_id, code)
+            self._ended(run_id)
         for run_id, (pid, token) in list(self._adopted.items()):
             if not processes.is_alive(pid, token):
                 del self._adopted[run_id]
                 self._finalize_dead(run_id, None)
+                self._ended(run_id)
+
+    def _ended(self, run_id: int) -> None:
+        if self.on_ended is None:
+            return
+        try:
+            self.on_ended(run_id)
+        except Exception:  # a listener's failure must not stop the monitor from scheduling
+            log.exception("run %s: on_ended", run_id)
 
     def _finalize_dead(self, run_id: int, code: int | None) -> None:
         """A process ended; if its run is still `running` it ended without saying why."""

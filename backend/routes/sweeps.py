@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
@@ -116,6 +117,20 @@ def _diagnosis(svc: Services, checkpoint_id: int) -> dict[str, Any] | SweepDiagn
         report: dict[str, Any] = json.loads(outcome.body)
         return report
     return SweepDiagnosis(status="running", progress=outcome.progress, message=outcome.message)
+
+
+def diagnose_ended_cell(svc: Services) -> Callable[[int], None]:
+    """For JobManager.on_ended: when a sweep cell's training process ends, start the Diagnose
+    report of its newest checkpoint on the analysis pool (never waits; the report is cached
+    under the diagnostics route's own key, where GET /sweeps/{id} then finds it ready)."""
+
+    def ended(run_id: int) -> None:
+        if svc.store.is_sweep_cell(run_id):
+            checkpoint_id = svc.store.latest_checkpoint_id(run_id)
+            if checkpoint_id is not None:
+                _diagnosis(svc, checkpoint_id)
+
+    return ended
 
 
 def _cell_out(svc: Services, cell: dict[str, Any], diagnose: bool) -> SweepCellOut:

@@ -74,14 +74,24 @@ def test_a_sweep_runs_its_cells_as_runs_and_maps_their_verdicts(tmp_path: Path) 
             assert run["config"]["swav"]["epsilon"] == cell["coords"]["epsilon"]
             assert run["config"]["max_steps"] == 4 and run["name"].startswith("tiny: epsilon=")
 
-        def judged() -> dict[str, Any] | None:
-            got = requests.get(f"{api}/sweeps/{sweep['id']}", timeout=30).json()
+        def ended() -> bool:
+            # diagnose=false: looking starts no report, so the reports below are the server's.
+            got = requests.get(f"{api}/sweeps/{sweep['id']}?diagnose=false", timeout=30).json()
             running = sum(1 for c in got["cells"] if c["status"] == "running")
             assert running <= got["max_parallel"]
-            done = all(c["verdict_source"] == "diagnostics" for c in got["cells"])
-            return got if done else None
+            return all(c["status"] in ("completed", "stopped", "failed") for c in got["cells"])
 
-        final = wait_until("every cell diagnosed", judged, timeout=240, interval=0.5)
+        wait_until("every cell to end", ended, timeout=240, interval=0.5)
+        # Each cell's report is started when its process ends, with nobody asking for it.
+        reports = tmp_path / "data" / "cache" / "analysis"
+        wait_until(
+            "a Diagnose report of each cell, computed unasked",
+            lambda: len(list(reports.glob("diagnostics-*.json"))) == 2,
+            timeout=240,
+            interval=0.5,
+        )
+        final = requests.get(f"{api}/sweeps/{sweep['id']}", timeout=30).json()
+        assert all(c["verdict_source"] == "diagnostics" for c in final["cells"]), final
         assert final["num_finished"] == 2
         for cell in final["cells"]:
             assert cell["status"] == "completed" and cell["step"] == 4
