@@ -43,6 +43,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.e2e import map_browser
 from tests.e2e.explore_scale_setup import precompute_map, train_checkpoint, write_image_folder
+from tests.e2e.pages import no_errors
 from tests.support import backend_server, frontend_server
 
 IMAGE_SIZE = 32
@@ -92,7 +93,7 @@ def one_size(pw: Any, app: str, ckpt: int, points: int, repeats: int, tmp: Path)
         paints.append(paint.map_s)
         apps.append(paint.app_s)
         chunks.append(page.evaluate(PLOTLY_CHUNK_S))
-        map_browser.no_errors(page)
+        no_errors(page)
         if r < repeats - 1:
             browser.close()
     drawn, traces = page.evaluate(map_browser.GL_POINTS)
@@ -101,7 +102,7 @@ def one_size(pw: Any, app: str, ckpt: int, points: int, repeats: int, tmp: Path)
     second_hover, _ = map_browser.hover_thumbnail(page)
     page.mouse.move(5, 5)
     selection = map_browser.box_select(page)
-    map_browser.no_errors(page)
+    no_errors(page)
     after_select = {
         **map_browser.js_heap_mb(page),
         "rss_mb": map_browser.chromium_rss_mb(profile),

@@ -73,6 +73,8 @@ PARTS = [
     Part("page_loads"),
     Part("page_loads_avx2", script="page_loads", env=RESTRICTED),
     Part("demo_startup", full=["--isa-avx2"], quick=["--isa-avx2"], timeout_s=1800.0),
+    Part("timeline_timing", timeout_s=1800.0),
+    Part("map_scale", timeout_s=3600.0),
 ]
 
 
@@ -437,6 +439,39 @@ def sec_page_loads(d: dict[str, Any]) -> tuple[str, str]:
     return table, text
 
 
+def sec_timeline(d: dict[str, Any]) -> tuple[str, str]:
+    text = (
+        f"A timeline of {d['checkpoints']} checkpoints × {d['images']:,} images: cold "
+        f"{d['cold_s']:.1f} s (+{d['umap_compile_s']:.1f} s UMAP compile without the server's "
+        f"warm-up), one new checkpoint {d['one_new_checkpoint_s']:.2f} s, cached "
+        f"{d['cached_s']:.2f} s. Load {d.get('load_average_start')} → "
+        f"{d.get('load_average_end')}."
+    )
+    return d["markdown"], text
+
+
+def sec_map_scale(d: dict[str, Any]) -> tuple[str, str]:
+    rows = [
+        [
+            r["points"],
+            r["first_paint_s"],
+            r["select_s"],
+            r["memory_after_select"]["js_heap_used_mb"],
+            r["memory_after_select"]["rss_mb"].get("renderer"),
+        ]
+        for r in d["sizes"]
+    ]
+    table = markdown_table(
+        ["points", "first paint s", "box select → gallery s", "JS heap MB", "renderer RSS MB"],
+        rows,
+    )
+    text = (
+        f"Explore in {d['browser']}, maps computed beforehand, {d['repeats']} page loads a size "
+        f"(medians). Load {d.get('load_before')} → {d.get('load_after')}."
+    )
+    return table, text
+
+
 def sec_demo(d: dict[str, Any]) -> tuple[str, str]:
     keys = [
         "venv_and_servers_s",
@@ -462,6 +497,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     "sinkhorn_speed": ("Sinkhorn: log-domain (ours) vs exp-domain", sec_sinkhorn),
     "kmeans_speed": ("k-means: faiss (PCL's E-step) vs scikit-learn", sec_kmeans),
     "umap_timing": ("UMAP map: cold and cached", sec_umap),
+    "timeline_timing": ("Timeline of a run: cold, one new checkpoint, cached", sec_timeline),
+    "map_scale": ("Explore's map at scale in Chromium (2k / 10k / 50k points)", sec_map_scale),
     "lightly_throughput": ("Training throughput: ours vs lightly's SwAV", sec_lightly),
     "cpu_precision": (
         "Precision: amp auto / off / on, as it is and restricted to AVX2",

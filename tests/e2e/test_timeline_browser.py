@@ -1,5 +1,6 @@
 """The Timeline page in a real browser (Debian's chromium through Playwright), real servers and
-a real tiny run: the map and the Sankey draw, Play and the slider move through the epochs, and
+a real tiny run: the map and the Sankey draw, Play and the slider move through the epochs, a
+click on a usage square shows that prototype's images at each epoch, and
 no error or exception appears anywhere on the way."""
 
 from __future__ import annotations
@@ -23,6 +24,22 @@ MAP_TITLE = (
 )
 MAP_POINTS = f"() => {{ const gd = ({MAP})(); return gd ? gd.data[0].x.length : 0; }}"
 SANKEY_NODES = "() => document.querySelectorAll('.sankey .sankey-node').length"
+# Where, in the window, the usage chart's busiest square is, and its prototype.
+USAGE = (
+    "[...document.querySelectorAll('.js-plotly-plot')]"
+    ".find((gd) => gd.data && gd.data.length && gd.data[0].name === 'usage')"
+)
+BUSIEST_SQUARE = f"""() => {{
+    const gd = {USAGE};
+    if (!gd) return null;
+    const t = gd.data[0], counts = t.customdata.map((c) => c[1]);
+    const i = counts.indexOf(Math.max(...counts));
+    // The drawn marker itself (plotly draws trace 0's points in data order): its centre.
+    const box = gd.querySelectorAll('.scatterlayer .trace')[0]
+        .querySelectorAll('.points path.point')[i].getBoundingClientRect();
+    return {{x: box.left + box.width / 2, y: box.top + box.height / 2, k: t.customdata[i][0]}};
+}}"""
+IMAGES_SHOWN = "() => document.querySelectorAll('[data-testid=\"stImage\"] img').length"
 
 
 @pytest.mark.timeout(420)
@@ -63,6 +80,24 @@ def test_timeline_page_draws_plays_and_slides(tmp_path: Path) -> None:
             "the slider to show epoch 1",
             lambda: page.evaluate(MAP_TITLE).startswith("epoch 1"),
             20,
+            page,
+        )
+        no_errors(page)
+
+        # A square of the usage chart: that prototype's images at each of the three epochs.
+        page.evaluate(f"() => ({USAGE}).scrollIntoView({{block: 'center'}})")
+        page.wait_for_timeout(500)
+        square = page.evaluate(BUSIEST_SQUARE)
+        assert square is not None
+        before = page.evaluate(IMAGES_SHOWN)
+        page.mouse.click(square["x"], square["y"])
+        heading = f"Prototype {square['k']}: its nearest images at each epoch"
+        wait_on_page(
+            "the clicked prototype's images",
+            lambda: (
+                page.get_by_text(heading).count() > 0 and page.evaluate(IMAGES_SHOWN) >= before + 3
+            ),
+            60,
             page,
         )
         no_errors(page)
