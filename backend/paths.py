@@ -24,7 +24,13 @@ def resolve_data_root(value: str, allowed: list[Path]) -> Path:
     text = value.strip()
     if not text or "\x00" in text:
         raise DataRootError("data_root must be a non-empty path")
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~nobody/…": no such user, so no home folder to expand
+        raise DataRootError(
+            f"data_root {value!r} names the home folder of an unknown user; give the folder "
+            "itself"
+        ) from None
     if not path.is_absolute():
         path = allowed[0] / path
     try:

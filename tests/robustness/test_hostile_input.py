@@ -210,6 +210,7 @@ TRAVERSALS = [
     "..%2f..%2f..%2fetc",
     "....//....//etc",
     "~",
+    "~no-such-user-of-protoscope/data",  # an unknown user's home: nothing to expand
     "/etc\x00",
     "link",  # a symbolic link inside the root, pointing out of it
 ]
