@@ -130,6 +130,23 @@ def _grid_from_args(args: argparse.Namespace) -> tuple[SweepGrid, dict[str, Any]
     return grid, base
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write `path` whole or not at all. Array tasks run side by side and a pre-empted one can
+    stop mid-write; a half file would mark a cell done (result.json) or break every reader."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A cell's result.json, or None when it is missing or unreadable (the cell runs again)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
 def cell_dir(out: Path, cell: SweepCell) -> Path:
     return out / f"cell-{cell.index:03d}"
 
@@ -164,7 +181,7 @@ def run_cell(
     report = diagnose_checkpoint(last, max_images=args.diagnose_images) if last.is_file() else {}
     for key in ("knn_top1", "verdict", "reason", "active_prototypes", "effective_rank"):
         result[key] = report.get(key)
-    (folder / RESULT_FILE).write_text(json.dumps(result, indent=1))
+    write_atomically(folder / RESULT_FILE, json.dumps(result, indent=1))
     return result
 
 
@@ -172,9 +189,9 @@ def collect(grid: SweepGrid, out: Path) -> list[dict[str, Any]]:
     """The summary rows of every cell folder holding a result; writes summary.csv / .json."""
     results: dict[int, dict[str, Any]] = {}
     for cell in cells(grid):
-        path = cell_dir(out, cell) / RESULT_FILE
-        if path.is_file():
-            results[cell.index] = json.loads(path.read_text())
+        result = read_result(cell_dir(out, cell) / RESULT_FILE)
+        if result is not None:
+            results[cell.index] = result
     rows = summary_rows(grid, results)
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
     with (out / "summary.csv").open("w", newline="", encoding="utf-8") as f:
@@ -205,14 +222,11 @@ def cmd_sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         todo = [todo[args.cell]]
     args.out.mkdir(parents=True, exist_ok=True)
     saved = {"grid": grid.model_dump(mode="json"), "base": base}
-    # Array tasks start together and all write it: atomically, so none reads half a file.
-    tmp = args.out / f".{GRID_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(saved, indent=1))
-    os.replace(tmp, args.out / GRID_FILE)
+    write_atomically(args.out / GRID_FILE, json.dumps(saved, indent=1))
     failed = 0
     if not args.collect:
         for cell in todo:
-            if (cell_dir(args.out, cell) / RESULT_FILE).is_file():
+            if read_result(cell_dir(args.out, cell) / RESULT_FILE) is not None:
                 continue
             try:
                 run_cell(grid, cell, base, args.out, args)

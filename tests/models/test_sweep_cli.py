@@ -100,6 +100,16 @@ def test_a_tiny_sweep_writes_cell_folders_and_a_summary(
     assert main(["sweep", "--out", str(out), "--collect"]) == 0
     assert (out / "summary.csv").is_file()
 
+    # A task cut off while writing its result.json left half a file: not "done", not a crash.
+    (out / "cell-000" / "result.json").write_text('{"cell": 0, "coo')
+    capsys.readouterr()
+    assert main(["sweep", "--out", str(out), "--collect"]) == 0
+    with (out / "summary.csv").open() as f:
+        collected = {r["epsilon"]: r for r in csv.DictReader(f)}
+    assert collected["0.03"]["status"] == "pending" and collected["0.3"]["status"] == "completed"
+    assert main(_sweep(out, *grid)) == 0  # the whole sweep again: cell 0 runs once more
+    assert "sweep: cell 0 (epsilon=0.03)" in capsys.readouterr().out
+
     # The same folder with another grid is refused, not mixed.
     with pytest.raises(SystemExit) as done:
         main(_sweep(out, "--grid", "epsilon=0.05"))
