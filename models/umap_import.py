@@ -33,15 +33,20 @@ CACHED_PACKAGES = ("umap", "pynndescent")
 
 def cache_compiled_functions(packages: tuple[str, ...] = CACHED_PACKAGES) -> int:
     """Turn on numba's on-disk cache for every jitted function of the loaded `packages`'
-    modules (ones already compiled keep what they have). How many functions it covers."""
+    modules (ones already compiled keep what they have). How many functions it covers: where
+    numba finds no folder it may write (a read-only install, no home), none, and every map
+    still works, compiling in each process as it did before."""
     seen: set[int] = set()
     for name, module in list(sys.modules.items()):
         if module is None or name.split(".")[0] not in packages:
             continue
         for value in list(vars(module).values()):
             if isinstance(value, CPUDispatcher) and id(value) not in seen:
+                try:
+                    value.enable_caching()
+                except RuntimeError:  # no writable cache folder anywhere: compiles as before
+                    continue
                 seen.add(id(value))
-                value.enable_caching()
     return len(seen)
 
 

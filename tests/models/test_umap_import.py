@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from models.embedding_map import umap_2d
 
@@ -37,3 +38,17 @@ def test_umap_functions_are_cached_and_a_new_process_loads_them() -> None:
     )
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"hits": 1, "misses": 0}, out.stderr[-2000:]
+
+
+def test_without_a_writable_cache_folder_maps_still_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    from numba.core.registry import CPUDispatcher
+
+    from models.umap_import import cache_compiled_functions
+
+    def no_locator(self: CPUDispatcher) -> None:  # what numba raises with nowhere to write
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(CPUDispatcher, "enable_caching", no_locator)
+    assert cache_compiled_functions() == 0
+    xy = umap_2d(np.random.default_rng(1).normal(size=(300, 16)).astype(np.float32))
+    assert xy.shape == (300, 2) and np.isfinite(xy).all()
