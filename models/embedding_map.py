@@ -293,8 +293,6 @@ def checkpoint_map(
     feats = inputs.features
     report(share, f"UMAP of {feats.num_images:,} points")
     temperature = inputs.loaded.config.prediction_temperature
-    if feats.num_images < 2:  # one image is a point at the origin: nothing to fit or cache
-        return inputs, map_arrays(feats, temperature, umap), False
     arrays, cached = map_of(checkpoint_sha256, feats, inputs.data, split, folder, temperature, umap)
     return inputs, arrays, cached
 

@@ -96,7 +96,7 @@ def galleries_from(
     return entries
 
 
-def _space(feats: Features) -> Tensor:
+def feature_space(feats: Features) -> Tensor:
     """The prototypes' space when there is one, else the (normalised) backbone features."""
     return feats.projected if feats.projected is not None else F.normalize(feats.backbone, dim=1)
 
@@ -130,7 +130,7 @@ def prototype_galleries(
     report = progress or (lambda f, m: None)
     report(0.8, "nearest images of every prototype")
     entries = galleries_from(
-        _space(feats), feats.prototypes, feats.logits, feats.indices, top_k, feats.phi
+        feature_space(feats), feats.prototypes, feats.logits, feats.indices, top_k, feats.phi
     )
     report(1.0, "done")
     return {
@@ -197,5 +197,6 @@ def image_neighbours(
     )
     feats = inputs.features
     protos = feats.prototypes if inputs.loaded.config.method != "supervised" else None
-    out = neighbours_from(_space(feats), protos, feats.indices, index, k_images, k_prototypes)
+    space = feature_space(feats)
+    out = neighbours_from(space, protos, feats.indices, index, k_images, k_prototypes)
     return {**out, "dataset": inputs.data.name, "data_root": inputs.data.root, "split": split}

@@ -15,7 +15,7 @@ from models.collapse_rules import (
     early_note,
 )
 from models.diagnostics.measures import PhiVsSize, cluster_assignments, phi_vs_size
-from models.diagnostics.report import DiagnosticReport, _finite, diagnose_tensors
+from models.diagnostics.report import DiagnosticReport, diagnose_tensors, json_value
 
 if TYPE_CHECKING:  # the heavy modules are imported where they are used
     from models.config import TrainConfig
@@ -38,6 +38,18 @@ def _pcl_clusterings(model: MethodModule, projected: Tensor | None) -> list[PhiV
         )
         for c in clusterings
     ]
+
+
+def measure_inputs(
+    inputs: Inputs, recent_steps: Sequence[Mapping[str, Any]] | None = None
+) -> tuple[dict[str, Any], list[PhiVsSize] | None]:
+    """Everything Diagnose says of a checkpoint's features but the kNN: (the verdict with its
+    reason and every measure, PCL's φ vs size per clustering or None). Diagnose and a
+    timeline's frames both call it, so the two cannot judge one checkpoint differently."""
+    loaded, feats = inputs.loaded, inputs.features
+    metrics = _measure(loaded.config, feats, loaded.recent_steps or recent_steps)
+    metrics["reason"] += early_note(metrics["verdict"], loaded.source, loaded.epochs_done)
+    return metrics, _pcl_clusterings(loaded.model, feats.projected)
 
 
 def diagnose_checkpoint(
@@ -80,14 +92,12 @@ def diagnose_checkpoint(
     inputs = load_inputs(
         path, dataset, data_root, split, max_images, lambda f, m: report(0.5 * f, m), amp, cache_dir
     )
-    loaded, data_cfg, feats = inputs.loaded, inputs.data, inputs.features
+    loaded, data_cfg = inputs.loaded, inputs.data
     cfg = loaded.config
     knn = _knn_top1(inputs, split, amp, cache_dir, lambda f, m: report(0.5 + 0.4 * f, m))
     report(0.9, "measuring")
-    metrics = _measure(cfg, feats, loaded.recent_steps or recent_steps)
+    metrics, pcl = measure_inputs(inputs, recent_steps)
     epochs_done = loaded.epochs_done
-    metrics["reason"] += early_note(metrics["verdict"], loaded.source, epochs_done)
-    pcl = _pcl_clusterings(loaded.model, feats.projected)
     out = DiagnosticReport(
         **metrics,
         method=cfg.method,
@@ -104,7 +114,7 @@ def diagnose_checkpoint(
         num_classes=len(inputs.images.classes) if inputs.images.classes else None,
         knn_top1=knn,
     ).model_dump()
-    out = {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
+    out = {k: json_value(v) for k, v in out.items()}
     from models.metric_readings import readings  # lazily: it is only needed here
 
     out["readings"] = readings(out)

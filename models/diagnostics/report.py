@@ -100,6 +100,12 @@ def _finite(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else None
 
 
+def json_value(value: Any) -> Any:
+    """`value`, but None for a float that is NaN or infinite (not JSON; a measure that does
+    not apply)."""
+    return _finite(value) if isinstance(value, float) else value
+
+
 def diagnose_tensors(
     z: Tensor,
     logits: Tensor | None = None,

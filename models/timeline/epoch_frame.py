@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch.nn.functional as F
 
+from models.diagnostics.report import json_value
 from models.disk_cache import Arrays, cache_key, checkpoint_hash, load_arrays, save_arrays
+from models.embedding_map import CACHE_VERSION as MAP_VERSION
 from models.embedding_map import ImageRequest, checkpoint_map
+from models.features import FEATURES_VERSION
 
-FRAME_VERSION = 1  # bump when what a frame holds, or how it is computed, changes
+FRAME_VERSION = 2  # bump when what a frame holds, or how it is computed, changes
 # The report's scalars a timeline plots per epoch (whichever a model has).
 SUMMARY_KEYS = (
     "verdict",
@@ -93,26 +95,6 @@ def prototype_galleries(space: np.ndarray, prototypes: np.ndarray, top_k: int) -
     return ids.astype(np.int64)
 
 
-def _pcl_phi_vs_size(model: Any, projected: Any) -> list[dict[str, Any]] | None:
-    """φ against size on the evaluated images, for each of a PCL model's clusterings."""
-    from dataclasses import asdict
-
-    from models.diagnostics import cluster_assignments, phi_vs_size
-
-    clusterings = getattr(model, "clusterings", None)
-    if not clusterings or projected is None:
-        return None
-    out = []
-    for c in clusterings:
-        p = phi_vs_size(
-            c.phi.detach().cpu(),
-            cluster_assignments(projected, c.centroids.detach().cpu()),
-            c.sizes.detach().cpu(),
-        )
-        out.append({k: v for k, v in asdict(p).items() if k != "train_sizes"})
-    return out
-
-
 def compute_frame(
     checkpoint: Path,
     checkpoint_sha256: str,
@@ -123,34 +105,27 @@ def compute_frame(
     report: Progress,
 ) -> EpochFrame:
     """A frame from the checkpoint (features and map from their caches when there)."""
-    from models.collapse_rules import early_note
-    from models.diagnostics import diagnose_tensors
+    from models.diagnostics.of_checkpoint import measure_inputs
+    from models.galleries import feature_space
 
     inputs, arrays, _ = checkpoint_map(
         checkpoint, checkpoint_sha256, images, map_cache, feature_cache, report, 0.6
     )
     feats, loaded = inputs.features, inputs.loaded
     cfg = loaded.config
-    temperature = cfg.prediction_temperature
     report(0.9, "verdict and galleries")
     has_protos = cfg.method != "supervised" and feats.logits is not None
-    space = feats.projected if feats.projected is not None else F.normalize(feats.backbone, dim=1)
-    metrics = diagnose_tensors(
-        space,
-        feats.logits if has_protos else None,
-        temperature,
-        feats.prototypes if has_protos else None,
-        loaded.recent_steps,
-        feats.labels,
-        cfg.method,
-    )
-    metrics["reason"] += early_note(metrics["verdict"], loaded.source, loaded.epochs_done)
-    summary: dict[str, Any] = {k: metrics[k] for k in SUMMARY_KEYS if k in metrics}
+    space = feature_space(feats)
+    metrics, pcl = measure_inputs(inputs)
+    # NaN (a measure that does not apply) is not JSON: the timeline's answer carries None.
+    summary: dict[str, Any] = {k: json_value(metrics[k]) for k in SUMMARY_KEYS if k in metrics}
     summary.update(
         method=cfg.method,
         epochs_done=loaded.epochs_fraction,
         step=loaded.step,
-        pcl=_pcl_phi_vs_size(loaded.model, feats.projected),
+        pcl=[{k: v for k, v in asdict(p).items() if k != "train_sizes"} for p in pcl]
+        if pcl
+        else None,
     )
     protos = feats.prototypes if has_protos and feats.prototypes is not None else None
     if protos is not None:
@@ -197,6 +172,10 @@ def frame_of(
         split=split,
         max_images=max_images,
         top_k=top_k,
+        # A frame holds a copy of the map and of what the features gave: stale when either
+        # cache's meaning changes.
+        map_version=MAP_VERSION,
+        features_version=FEATURES_VERSION,
     )
     file = folder / f"frame-{key}.npz"
     arrays = load_arrays(file) if file.exists() else None
