@@ -164,6 +164,8 @@ class AnalysisService:
         view_key = f"{key}:{name}"
         with self._lock:
             made = self._memory.get(view_key)
+            if made is not None:
+                self._memory.move_to_end(view_key)  # a view read on every poll stays in memory
         if made is None:
             made = make(body)
             self._remember(view_key, made)

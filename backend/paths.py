@@ -28,8 +28,7 @@ def resolve_data_root(value: str, allowed: list[Path]) -> Path:
         path = Path(text).expanduser()
     except RuntimeError:  # "~nobody/…": no such user, so no home folder to expand
         raise DataRootError(
-            f"data_root {value!r} names the home folder of an unknown user; give the folder "
-            "itself"
+            f"data_root {value!r} names the home folder of an unknown user; give the folder itself"
         ) from None
     if not path.is_absolute():
         path = allowed[0] / path

@@ -415,8 +415,10 @@ class Store:
             "(SELECT max(k.id) FROM checkpoints k WHERE k.run_id = c.run_id) AS checkpoint_id, "
             "(SELECT json_extract(e.data, '$.loss') FROM events e WHERE e.run_id = c.run_id "
             " AND e.type = 'step' ORDER BY e.id DESC LIMIT 1) AS loss, "
+            # Only the two event types that carry a kNN: the JSON of every step is not read.
             "(SELECT json_extract(e.data, '$.knn_top1') FROM events e WHERE e.run_id = c.run_id "
-            " AND json_extract(e.data, '$.knn_top1') IS NOT NULL ORDER BY e.id DESC LIMIT 1) "
+            " AND e.type IN ('epoch', 'knn') AND json_extract(e.data, '$.knn_top1') IS NOT NULL "
+            " ORDER BY e.id DESC LIMIT 1) "
             "AS knn_top1 "
             "FROM sweep_cells c JOIN runs r ON r.id = c.run_id WHERE c.sweep_id = ? "
             "ORDER BY c.cell",

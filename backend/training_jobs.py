@@ -167,7 +167,9 @@ class JobManager:
                 self._ended(run_id)
 
     def _ended(self, run_id: int) -> None:
-        if self.on_ended is None:
+        # Not while shutting down: the runs ended then are interrupted, to be resumed, and work
+        # started for them would only hold up the server's exit.
+        if self.on_ended is None or not self._accepting:
             return
         try:
             self.on_ended(run_id)

@@ -94,6 +94,11 @@ class Images:
         return {"dataset": self.dataset, "data_root": self.data_root}
 
 
+# What an analysis reads when the request names nothing: the checkpoint's own test split.
+DEFAULT_IMAGES = Images(dataset=None, data_root=None, split="test")
+DIAGNOSE_MAX_IMAGES = 2000  # the diagnostics route's default (a sweep cell's report shares it)
+
+
 def images_query(
     dataset: str | None = Query(
         None, max_length=64, description="evaluate on this data set instead"
@@ -101,7 +106,7 @@ def images_query(
     data_root: str | None = Query(
         None, max_length=4096, description="its folder, inside the allowed roots"
     ),
-    split: Split = Query("test", description="the data set's train or test split"),
+    split: Split = Query(DEFAULT_IMAGES.split, description="the data set's train or test split"),
     svc: Services = Depends(get_services),
 ) -> Images:
     return Images(dataset, svc.data_root(data_root), split)
@@ -197,7 +202,7 @@ def diagnose_analysis(svc: Services, row: dict[str, Any]) -> Callable[[], Analys
 )
 def diagnostics(
     of: CheckpointImages = Depends(checkpoint_images),
-    max_images: int = Query(2000, ge=1, le=MAX_IMAGES),
+    max_images: int = Query(DIAGNOSE_MAX_IMAGES, ge=1, le=MAX_IMAGES),
     svc: Services = Depends(get_services),
 ) -> Response:
     row, _ = svc.checkpoint_path(of.checkpoint_id)

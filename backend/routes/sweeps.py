@@ -24,7 +24,13 @@ from pydantic import ValidationError
 
 from backend.analysis_cache import AnalysisFailed, Ready
 from backend.app_services import Services, get_services
-from backend.routes.analysis import CheckpointImages, Images, checkpoint_job, diagnose_analysis
+from backend.routes.analysis import (
+    DEFAULT_IMAGES,
+    DIAGNOSE_MAX_IMAGES,
+    CheckpointImages,
+    checkpoint_job,
+    diagnose_analysis,
+)
 from backend.routes.runs import build_config, collapse_alert
 from backend.schemas import (
     ErrorOut,
@@ -42,9 +48,6 @@ from models.sweep import SweepGrid, cell_fields, cells
 router = APIRouter(tags=["sweeps"])
 
 SweepId = Path(ge=1, le=2**62, description="sweep id")
-# The Diagnose page's default request: same images, same key, same cached report.
-DIAGNOSE_IMAGES = Images(dataset=None, data_root=None, split="test")
-DIAGNOSE_MAX_IMAGES = 2000
 
 
 def _prefixed(detail: Any, prefix: str) -> Any:
@@ -90,32 +93,41 @@ def _cell_runs(body: SweepCreate, svc: Services) -> list[dict[str, Any]]:
     return out
 
 
-def _diagnosis(svc: Services, checkpoint_id: int) -> dict[str, Any] | SweepDiagnosis | None:
-    """The newest checkpoint's Diagnose report, or how far its computation got (never waits).
+VERDICT_FIELDS = ("verdict", "reason", "knn_top1")  # what a cell shows of its report
 
-    None when the checkpoint's file is gone. The very job of GET /checkpoints/{id}/diagnostics
-    with its default parameters (`checkpoint_job`, `diagnose_analysis`): one key, one report.
+
+def _verdict_of(body: bytes) -> bytes:
+    report = json.loads(body)
+    return json.dumps({k: report.get(k) for k in VERDICT_FIELDS}).encode()
+
+
+def _diagnosis(svc: Services, checkpoint_id: int) -> dict[str, Any] | SweepDiagnosis:
+    """The verdict of the newest checkpoint's Diagnose report, or how far its computation got
+    (never waits); "failed" with the reason when it cannot be computed (its file is gone, say).
+
+    The very job of GET /checkpoints/{id}/diagnostics with its default parameters
+    (`checkpoint_job`, `diagnose_analysis`): one key, one report.
     """
-    row = svc.store.get_checkpoint(checkpoint_id)
-    if row is None:
-        return None
     try:
+        row = svc.checkpoint_row(checkpoint_id)
         key, compute = checkpoint_job(
             svc,
             "diagnostics",
-            CheckpointImages(checkpoint_id, DIAGNOSE_IMAGES),
+            CheckpointImages(checkpoint_id, DEFAULT_IMAGES),  # the Diagnose page's default
             {"max_images": DIAGNOSE_MAX_IMAGES},
             diagnose_analysis(svc, row),
         )
-    except HTTPException:  # the checkpoint's file is gone
-        return None
-    try:
         outcome = svc.analysis.get(key, compute, 0.0)
+    except HTTPException as e:  # the checkpoint or its file is gone
+        return SweepDiagnosis(status="failed", progress=0.0, message=str(e.detail))
     except AnalysisFailed as e:
         return SweepDiagnosis(status="failed", progress=0.0, message=e.message)
     if isinstance(outcome, Ready):
-        report: dict[str, Any] = json.loads(outcome.body)
-        return report
+        # Polled every few seconds: the three fields are cut from the report once, not per GET.
+        verdict: dict[str, Any] = json.loads(
+            svc.analysis.view(key, "verdict", outcome.body, _verdict_of)
+        )
+        return verdict
     return SweepDiagnosis(status="running", progress=outcome.progress, message=outcome.message)
 
 
