@@ -10,6 +10,8 @@ import streamlit as st
 
 from frontend.client import BackendError, BackendUnavailable, Client, Pending
 
+T = TypeVar("T")
+
 # How often a page asks again while the backend answers 202 "still computing".
 PENDING_POLL_S = 1.0
 # Default thumbnail side for galleries (the backend resizes; small PNGs keep pages quick).
@@ -62,6 +64,31 @@ def cached_results() -> dict[str, Any]:
     return st.session_state.setdefault(_RESULTS, {})
 
 
+# Finished answers a session keeps: a 20,000-image timeline is ~30 MB parsed, and a run still
+# training adds one per checkpoint. The oldest go first; asked again, the backend has them cached.
+MAX_RESULTS = 12
+
+
+def keep_result(key: str, answer: Any) -> None:
+    results = cached_results()
+    results.pop(key, None)
+    results[key] = answer  # newest last: dicts keep insertion order
+    while len(results) > MAX_RESULTS:
+        del results[next(iter(results))]
+
+
+def remembered(slot: str, key: Any, make: Callable[[], T]) -> T:
+    """`make()`, kept in the session under `slot` while `key` stays equal: a figure that takes a
+    second to build is not built again by reruns that change nothing it shows (one per slot)."""
+    held = st.session_state.get(f"_remembered:{slot}")
+    if held is not None and held[0] == key:
+        value: T = held[1]
+        return value
+    value = make()
+    st.session_state[f"_remembered:{slot}"] = (key, value)
+    return value
+
+
 def forget(prefix: str) -> None:
     """Drop finished answers whose key starts with `prefix` (a 'recompute' button)."""
     results = cached_results()
@@ -78,6 +105,7 @@ def await_result(key: str, fetch: Callable[[], Any], label: str) -> Any | None:
     """
     results = cached_results()
     if key in results:
+        keep_result(key, results[key])  # recently used: kept longest
         return results[key]
     polling: dict[str, str] = st.session_state.setdefault(_POLLING, {})
     try:
@@ -87,7 +115,7 @@ def await_result(key: str, fetch: Callable[[], Any], label: str) -> Any | None:
         show_error(exc)
         return None
     if not isinstance(answer, Pending):
-        results[key] = answer
+        keep_result(key, answer)
         polling.pop(key, None)
         return answer
     polling.setdefault(key, "waiting")
@@ -111,7 +139,7 @@ def _poll_fragment(key: str, fetch: Callable[[], Any], label: str, first: Pendin
             show_error(exc)
             return
         if not isinstance(answer, Pending):
-            cached_results()[key] = answer
+            keep_result(key, answer)
             polling.pop(key, None)
             st.rerun(scope="app")
         _progress_bar(label, answer)

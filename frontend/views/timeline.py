@@ -152,8 +152,9 @@ def main() -> None:
     run_id = int(run["id"])
     images = _images_per_map()
     params: dict[str, Any] = {**data.params(), "max_images": images}
+    result_key = f"tl:{run_id}:{n_ckpts}:{images}{data.tag}"
     answer = widgets.await_result(
-        f"tl:{run_id}:{n_ckpts}:{images}{data.tag}",
+        result_key,
         lambda: c.timeline(run_id, **params),
         f"Mapping and aligning the checkpoints of run #{run_id}",
     )
@@ -191,7 +192,12 @@ def main() -> None:
     )
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(tf.timeline_map_figure(answer, colour, t, names), key="tl_map")
+        # About a second to build at 2,000 images × 10 epochs: not again for a click elsewhere.
+        shown = (result_key, colour, t)
+        fig = widgets.remembered(
+            "tl_map", shown, lambda: tf.timeline_map_figure(answer, colour, t, names)
+        )
+        st.plotly_chart(fig, key="tl_map")
     with right:
         _epoch_summary(answer, t, labels)
         st.plotly_chart(tf.knn_verdict_figure(answer, t), key="tl_knn")
