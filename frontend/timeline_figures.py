@@ -15,6 +15,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
+from frontend.pickers import progress_label
+
 Timeline = Mapping[str, Any]
 
 # The same cluster id gets the same colour on the map, the usage chart and the Sankey.
@@ -41,11 +43,9 @@ def cluster_colour(cluster: int | None) -> str:
 
 
 def epoch_label(epoch: Mapping[str, Any]) -> str:
-    """ "epoch 3" (fractional when mid-epoch) or "step 120": the vocabulary of every page."""
-    done = epoch.get("epochs_done")
-    if isinstance(done, int | float):
-        return f"epoch {done:g}" if float(done).is_integer() else f"epoch {done:.2f}"
-    return f"step {epoch.get('step')}"
+    """ "epoch 3" (fractional when mid-epoch) or "step 120": the checkpoint pickers' own words
+    (pickers.progress_label), so a checkpoint reads the same on every page."""
+    return (progress_label(epoch) or [f"step {epoch.get('step')}"])[0]
 
 
 def epoch_labels(timeline: Timeline) -> list[str]:
